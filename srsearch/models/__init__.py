@@ -1,0 +1,12 @@
+"""Hand-designed SR baselines, one file per family, registered explicitly."""
+
+from srsearch.models import bicubic, ecbsr, espcn, fsrcnn  # noqa: F401  (explicit registration)
+from srsearch.models._registry import build_model, families, preset_config, presets
+
+__all__ = ["build_model", "families", "preset_config", "presets", "inference_form"]
+
+
+def inference_form(model):
+    """The module to run or export: re-parameterised models collapse, others are returned as is."""
+    collapse = getattr(model, "collapse", None)
+    return collapse() if callable(collapse) else model

@@ -1,0 +1,44 @@
+"""`srsearch eval`: per-image and mean PSNR/SSIM with bicubic alongside."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srsearch.commands._common import add_data_flags
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="PSNR/SSIM of a model on a dataset, bicubic alongside",
+                       description="Evaluate on the Y channel (BT.601), border shave = scale, "
+                       "model output rounded to uint8; writes JSON.")
+    p.add_argument("model", metavar="MODEL",
+                   help="model.pt, a run directory, a config JSON, or a preset ('bicubic')")
+    add_data_flags(p)
+    p.add_argument("--split", default="all", choices=("all", "train", "val"),
+                   help="which split of --data (default: all)")
+    p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
+                   help="where to write results (default: eval_<model>_x<scale>.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from srsearch.datasets import load_images
+    from srsearch.errors import UserError
+    from srsearch.evaluate import evaluate, format_table, write_json
+    from srsearch.modelio import resolve_model
+    from srsearch.models import inference_form
+
+    model, name = resolve_model(args.model, args.scale)
+    model_scale = int(model.config()["scale"])
+    if model_scale != args.scale:
+        raise UserError(f"model {args.model} is x{model_scale} but --scale is {args.scale}")
+    images = load_images(args.data, args.scale, args.split)
+    result = evaluate(inference_form(model), images, args.scale, rgb=args.rgb, progress=True)
+    result.update(model=str(args.model), data=args.data)
+    print(format_table(result, name))
+    out = args.json or Path(f"eval_{name}_x{args.scale}.json")
+    write_json(result, out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,66 @@
+"""Per-image and mean PSNR/SSIM of a model, with Pillow-bicubic alongside."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+
+
+@torch.no_grad()
+def super_resolve(model: nn.Module, lr: np.ndarray) -> np.ndarray:
+    """Run ``model`` on one uint8 RGB LR image; returns the uint8 RGB SR image."""
+    x = torch.from_numpy(lr).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    return tensor_to_uint8(model(x))
+
+
+def evaluate(model: nn.Module, images: list, scale: int, *, rgb: bool = False,
+             progress: bool = False) -> dict[str, Any]:
+    """Score ``model`` on ``images`` (``SRImage`` list). Border shave = scale, Y channel unless
+    ``rgb``. Returns ``{"images": [...], "mean": {...}}`` with model and bicubic figures."""
+    from srsearch.datasets import bicubic_upscale
+
+    rows = []
+    it = images
+    if progress:
+        from rich.progress import track
+
+        it = track(images, description="evaluating", transient=True)
+    for img in it:
+        sr = super_resolve(model, img.lr)
+        bic = bicubic_upscale(img.lr, scale)
+        rows.append({
+            "name": img.name,
+            "size": [int(img.hr.shape[1]), int(img.hr.shape[0])],
+            "psnr": calculate_psnr(sr, img.hr, scale, not rgb),
+            "ssim": calculate_ssim(sr, img.hr, scale, not rgb),
+            "psnr_bicubic": calculate_psnr(bic, img.hr, scale, not rgb),
+            "ssim_bicubic": calculate_ssim(bic, img.hr, scale, not rgb),
+        })
+    keys = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
+    mean = {k: float(np.mean([r[k] for r in rows])) if rows else math.nan for k in keys}
+    return {"channel": "rgb" if rgb else "y", "scale": scale, "images": rows, "mean": mean}
+
+
+def format_table(result: dict[str, Any], model_name: str) -> str:
+    """Plain-text table: one row per image and the mean."""
+    head = f"{'image':<28}{'PSNR':>8}{'SSIM':>8}{'bic PSNR':>10}{'bic SSIM':>10}"
+    lines = [f"{model_name} x{result['scale']} ({result['channel'].upper()} channel)", head]
+    for r in result["images"] + [{"name": "mean", **result["mean"]}]:
+        lines.append(f"{r['name'][:27]:<28}{r['psnr']:>8.3f}{r['ssim']:>8.4f}"
+                     f"{r['psnr_bicubic']:>10.3f}{r['ssim_bicubic']:>10.4f}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,77 @@
+"""Saved models: ``model.pt`` holds the JSON config and the state dict, never pickled modules.
+
+Every file written here loads with ``torch.load(path, weights_only=True)`` and is rebuilt through
+the explicit registry (:func:`srsearch.models.build_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from srsearch.errors import UserError
+
+FORMAT = "srsearch.model/1"
+
+
+def save_model(model: nn.Module, path: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``{"format", "config", "state_dict", "extra"}`` atomically. ``model`` has ``config()``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "config": json.dumps(model.config()),  # a string: weights_only loading needs plain types
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": json.dumps(extra or {}),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; returns (model in eval mode, extra)."""
+    from srsearch.models import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; give a model.pt written by srsearch")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
+        raise UserError(f"cannot read model file {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not an srsearch model file (format {FORMAT}); export it with "
+                        "`srsearch train` or `srsearch search`")
+    model = build_model(json.loads(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), json.loads(payload.get("extra", "{}"))
+
+
+def resolve_model(spec: str, scale: int) -> tuple[nn.Module, str]:
+    """A model from a preset name (untrained unless parameter-free), a config JSON, a model.pt, or
+    a run directory holding ``model.pt``. Returns (model in eval mode, a display name)."""
+    from srsearch.models import build_model, preset_config, presets
+
+    p = Path(spec)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
+    if p.suffix == ".pt" or p.is_file() and p.suffix != ".json":
+        model, _ = load_model_file(p)
+        return model, p.parent.name if p.name == "model.pt" else p.stem
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise UserError(f"model config {p} does not exist")
+        return build_model(json.loads(p.read_text())).eval(), p.stem
+    if spec in presets():
+        return build_model(preset_config(spec, scale)).eval(), spec
+    raise UserError(
+        f"model {spec!r} is neither a file, a run directory with model.pt, nor a preset "
+        f"({', '.join(presets())})"
+    )

@@ -1,0 +1,198 @@
+"""ECBSR-style plain nets (Zhang et al., ACM MM 2021) and their collapsed inference form.
+
+Training uses edge-oriented convolution blocks (ECB): a 3x3 conv, a 1x1-expand + 3x3 branch, and
+1x1 + fixed Sobel-x / Sobel-y / Laplacian branches (+ identity), summed. All branches are linear, so
+for inference each ECB collapses exactly into one 3x3 conv, and the net into ``PlainSR``: M+2 plain
+3x3 convs with an activation, the repeated-input skip and a pixel shuffle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srsearch.models._layers import check_scale, get_act_layer, repeat_skip
+from srsearch.models._registry import config_of, register, register_preset
+
+_MASKS = {
+    "sobelx": [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],
+    "sobely": [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]],
+    "laplacian": [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
+}
+
+
+def _pad_with_bias(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Pad a 1x1-conv output by one pixel filled with that conv's bias (not zero), which is what
+    the collapsed 3x3 conv sees when it zero-pads its input."""
+    b = bias.view(1, -1, 1, 1)
+    y = F.pad(y, (1, 1, 1, 1), "constant", 0.0)
+    y[:, :, 0:1, :] = b
+    y[:, :, -1:, :] = b
+    y[:, :, :, 0:1] = b
+    y[:, :, :, -1:] = b
+    return y
+
+
+class SeqConv3x3(nn.Module):
+    """1x1 conv followed by a 3x3 conv (learned, or a fixed edge mask with learned scale)."""
+
+    def __init__(self, kind: str, cin: int, cout: int, depth_multiplier: float = 2.0) -> None:
+        super().__init__()
+        self.kind = kind
+        self.cout = cout
+        if kind == "conv1x1-conv3x3":
+            mid = int(cout * depth_multiplier)
+            self.conv0 = nn.Conv2d(cin, mid, 1)
+            self.conv1 = nn.Conv2d(mid, cout, 3)
+        else:
+            self.conv0 = nn.Conv2d(cin, cout, 1)
+            self.scale = nn.Parameter(torch.randn(cout, 1, 1, 1) * 1e-3)
+            self.bias = nn.Parameter(torch.randn(cout) * 1e-3)
+            mask = torch.tensor(_MASKS[kind]).expand(cout, 1, 3, 3).clone()
+            self.register_buffer("mask", mask)
+
+    def _k1_b1(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3x3 stage as a dense (cout, mid, 3, 3) kernel and bias."""
+        if self.kind == "conv1x1-conv3x3":
+            return self.conv1.weight, self.conv1.bias
+        k1 = torch.zeros(self.cout, self.cout, 3, 3, device=self.mask.device)
+        idx = torch.arange(self.cout)
+        k1[idx, idx] = (self.scale * self.mask)[:, 0]
+        return k1, self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _pad_with_bias(self.conv0(x), self.conv0.bias)
+        if self.kind == "conv1x1-conv3x3":
+            return self.conv1(y)
+        return F.conv2d(y, self.scale * self.mask, self.bias, groups=self.cout)
+
+    def rep_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k0, b0 = self.conv0.weight, self.conv0.bias
+        k1, b1 = self._k1_b1()
+        k = F.conv2d(k1, k0.permute(1, 0, 2, 3))  # (cout, cin, 3, 3)
+        b = F.conv2d(torch.ones(1, k0.shape[0], 3, 3, device=k0.device) * b0.view(1, -1, 1, 1), k1)
+        return k, b.view(-1) + b1
+
+
+class ECB(nn.Module):
+    """Edge-oriented convolution block; collapses into one 3x3 conv with ``rep_params``."""
+
+    def __init__(self, cin: int, cout: int, act: str | None, depth_multiplier: float = 2.0) -> None:
+        super().__init__()
+        self.cin, self.cout = cin, cout
+        self.with_idt = cin == cout
+        self.conv3x3 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.branches = nn.ModuleList(
+            SeqConv3x3(kind, cin, cout, depth_multiplier)
+            for kind in ("conv1x1-conv3x3", "sobelx", "sobely", "laplacian")
+        )
+        self.act = get_act_layer(act, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3x3(x) + sum(b(x) for b in self.branches)
+        if self.with_idt:
+            y = y + x
+        return self.act(y)
+
+    def rep_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k, b = self.conv3x3.weight, self.conv3x3.bias
+        for branch in self.branches:
+            kb, bb = branch.rep_params()
+            k, b = k + kb, b + bb
+        if self.with_idt:
+            idt = torch.zeros_like(k)
+            idx = torch.arange(self.cout)
+            idt[idx, idx, 1, 1] = 1.0
+            k = k + idt
+        return k, b
+
+
+@dataclass(frozen=True)
+class PlainSRConfig:
+    """M+2 plain 3x3 convs: head (3->C), M body (C->C), tail (C->3*s*s); skip; pixel shuffle."""
+
+    scale: int = 2
+    m: int = 4
+    channels: int = 16
+    act: str = "relu"
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        if self.m < 0 or self.channels < 1:
+            raise ValueError(f"need m >= 0 and channels >= 1, got m={self.m} C={self.channels}")
+
+
+@dataclass(frozen=True)
+class ECBSRConfig(PlainSRConfig):
+    depth_multiplier: float = 2.0
+
+
+class PlainSR(nn.Module):
+    """The inference form: only Conv2d 3x3, activations, an add and a pixel shuffle."""
+
+    def __init__(self, cfg: PlainSRConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        s, c = cfg.scale, cfg.channels
+        widths = [3] + [c] * (cfg.m + 1) + [3 * s * s]
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+            if i < len(widths) - 2:
+                layers.append(get_act_layer(cfg.act, cout))
+        self.body = nn.Sequential(*layers)
+        self.shuffle = nn.PixelShuffle(s)
+
+    def config(self) -> dict:
+        return config_of(self.cfg, "plainsr")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.body(x) + repeat_skip(x, self.cfg.scale))
+
+
+class ECBSR(nn.Module):
+    """Training form; ``collapse()`` returns the equivalent ``PlainSR``."""
+
+    def __init__(self, cfg: ECBSRConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        s, c = cfg.scale, cfg.channels
+        widths = [3] + [c] * (cfg.m + 1) + [3 * s * s]
+        n = len(widths) - 1
+        self.blocks = nn.ModuleList(
+            ECB(cin, cout, cfg.act if i < n - 1 else None, cfg.depth_multiplier)
+            for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:]))
+        )
+        self.shuffle = nn.PixelShuffle(s)
+
+    def config(self) -> dict:
+        return config_of(self.cfg, "ecbsr")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for block in self.blocks:
+            y = block(y)
+        return self.shuffle(y + repeat_skip(x, self.cfg.scale))
+
+    @torch.no_grad()
+    def collapse(self) -> PlainSR:
+        cfg = self.cfg
+        plain = PlainSR(PlainSRConfig(cfg.scale, cfg.m, cfg.channels, cfg.act))
+        convs = [m for m in plain.body if isinstance(m, nn.Conv2d)]
+        acts = [m for m in plain.body if not isinstance(m, nn.Conv2d)]
+        for block, conv in zip(self.blocks, convs):
+            k, b = block.rep_params()
+            conv.weight.copy_(k)
+            conv.bias.copy_(b)
+        for block, act in zip(self.blocks, acts):
+            act.load_state_dict(block.act.state_dict())
+        return plain.train(self.training)
+
+
+register("plainsr", PlainSRConfig, PlainSR)
+register("ecbsr", ECBSRConfig, ECBSR)
+for _m, _c in ((4, 8), (4, 16), (8, 16), (4, 32), (10, 32)):
+    register_preset(f"ecbsr-m{_m}c{_c}", {"family": "ecbsr", "m": _m, "channels": _c})

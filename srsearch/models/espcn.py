@@ -1,0 +1,49 @@
+"""ESPCN (Shi et al., CVPR 2016): two feature convs and a sub-pixel conv, all at LR resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from srsearch.models._layers import check_scale, get_act_layer
+from srsearch.models._registry import config_of, register, register_preset
+
+
+@dataclass(frozen=True)
+class ESPCNConfig:
+    scale: int = 2
+    features: tuple[int, int] = (64, 32)  # widths of the 5x5 and 3x3 feature layers
+    act: str = "tanh"  # the paper's choice
+
+    def __post_init__(self) -> None:
+        check_scale(self.scale)
+        if len(self.features) != 2 or min(self.features) < 1:
+            raise ValueError(f"ESPCN features must be two positive widths, got {self.features}")
+
+
+class ESPCN(nn.Module):
+    def __init__(self, cfg: ESPCNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        f1, f2 = cfg.features
+        s = cfg.scale
+        self.body = nn.Sequential(
+            nn.Conv2d(3, f1, 5, padding=2),
+            get_act_layer(cfg.act, f1),
+            nn.Conv2d(f1, f2, 3, padding=1),
+            get_act_layer(cfg.act, f2),
+            nn.Conv2d(f2, 3 * s * s, 3, padding=1),
+        )
+        self.shuffle = nn.PixelShuffle(s)
+
+    def config(self) -> dict:
+        return config_of(self.cfg, "espcn")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.body(x))  # (B, 3*s*s, h, w) -> (B, 3, h*s, w*s)
+
+
+register("espcn", ESPCNConfig, ESPCN)
+register_preset("espcn", {"family": "espcn"})

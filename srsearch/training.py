@@ -1,0 +1,217 @@
+"""Lightning training of SR models: L1 loss, Adam, cosine schedule, Y-PSNR/SSIM validation.
+
+``train()`` is what ``srsearch train`` runs. A run directory holds ``checkpoints/last.ckpt``
+(written every ``ckpt_every`` steps, so a killed run resumes from there), ``logs/version_N``
+(CSV and TensorBoard, a new version per resume so no earlier log is overwritten), and, when the run
+finishes, ``model.pt`` (config + state dict) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from srsearch.errors import UserError
+from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What one training run does. Each field is a ``srsearch train`` flag of the same name."""
+
+    data: str = "builtin"  # dataset spec for training (and validation unless val_data is set)
+    scale: int = 2  # upscaling factor: 2, 3 or 4
+    max_steps: int = 3000  # optimiser steps
+    batch_size: int = 16  # LR patches per step
+    lr_patch: int = 48  # LR patch side; the HR patch is lr_patch * scale
+    lr: float = 1e-3  # Adam learning rate, cosine-annealed to lr * 0.01
+    val_data: str | None = None  # dataset spec for validation (default: the val split of data)
+    val_every: int = 500  # validate every this many steps (and at the end)
+    ckpt_every: int = 100  # write checkpoints/last.ckpt every this many steps
+    seed: int = 0
+    accelerator: str = "cpu"  # passed to the Lightning Trainer, as are the next four
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes stored with the run
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--scale": (self.scale in (2, 3, 4), "2, 3 or 4"),
+            "--max-steps": (self.max_steps >= 1, "at least 1"),
+            "--batch-size": (self.batch_size >= 1, "at least 1"),
+            "--lr-patch": (self.lr_patch >= 4, "at least 4"),
+            "--lr": (self.lr > 0, "positive"),
+            "--val-every": (self.val_every >= 1, "at least 1"),
+            "--ckpt-every": (self.ckpt_every >= 1, "at least 1"),
+        }
+        for flag, (ok, need) in checks.items():
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise UserError(f"{flag} {value} is invalid: it must be {need}")
+
+
+class SRModule(L.LightningModule):
+    """Wraps any registered SR model (given as its config dict) for Lightning."""
+
+    def __init__(self, model_config: dict[str, Any], lr: float = 1e-3, max_steps: int = 1000):
+        super().__init__()
+        self.save_hyperparameters()
+        from srsearch.models import build_model
+
+        self.model = build_model(model_config)
+        self.scale = int(model_config["scale"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        lr, hr = batch[0], batch[1]
+        sr = self(lr)
+        loss = F.l1_loss(sr, hr)
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
+        psnr, ssim = [], []
+        for i in range(sr.shape[0]):
+            out, ref = tensor_to_uint8(sr[i]), tensor_to_uint8(hr[i])
+            psnr.append(calculate_psnr(out, ref, self.scale))
+            ssim.append(calculate_ssim(out, ref, self.scale))
+        n = len(psnr)
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=n)
+        self.log(f"{stage}/psnr", sum(psnr) / n, prog_bar=True, sync_dist=True, batch_size=n)
+        self.log(f"{stage}/ssim", sum(ssim) / n, sync_dist=True, batch_size=n)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, self.hparams.max_steps), eta_min=self.hparams.lr * 0.01
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SRDataModule(L.LightningDataModule):
+    """Random aligned patches for training, whole images for validation."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def setup(self, stage: str | None = None) -> None:
+        from srsearch.datasets import FullImageDataset, PatchDataset, load_images
+
+        cfg = self.cfg
+        train_images = load_images(cfg.data, cfg.scale, "train")
+        val_images = load_images(cfg.val_data or cfg.data, cfg.scale,
+                                 "all" if cfg.val_data else "val")
+        # One epoch = one validation period, so the patch sampler reseeds per epoch.
+        self.train_set = PatchDataset(train_images, cfg.scale, cfg.lr_patch,
+                                      length=cfg.batch_size * cfg.val_every, seed=cfg.seed)
+        self.val_set = FullImageDataset(val_images)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, shuffle=False,
+                          num_workers=0, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=0)
+
+
+def progress_bar() -> TQDMProgressBar:
+    """A bar that redraws in a terminal and prints a line every 50 steps in a log file."""
+    return TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    ckpt = Path(out) / "checkpoints" / "last.ckpt"
+    return ckpt if ckpt.is_file() else None
+
+
+def check_out_dir(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None; refuses to overwrite an earlier run."""
+    ckpt = last_checkpoint(out)
+    if resume:
+        if ckpt is None:
+            print(f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0",
+                  file=sys.stderr)
+        return ckpt
+    if ckpt is not None or (Path(out) / "model.pt").exists():
+        raise UserError(f"--out {out} already holds a run; pass --resume to continue it or "
+                        "choose another --out")
+    return None
+
+
+def make_trainer(cfg: TrainConfig, out: Path, callbacks: list | None = None) -> L.Trainer:
+    """The Trainer shared by ``srsearch train`` and ``srsearch supernet``."""
+    out = Path(out)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:06d}",
+                           auto_insert_metric_name=False, every_n_train_steps=cfg.ckpt_every,
+                           save_last=True, save_top_k=1)
+    loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="logs")]
+    return L.Trainer(
+        max_steps=cfg.max_steps,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        num_nodes=cfg.num_nodes,
+        logger=loggers,
+        callbacks=[ckpt, progress_bar(), *(callbacks or [])],
+        val_check_interval=cfg.val_every,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=min(50, cfg.val_every),
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+
+
+def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool = False
+          ) -> dict[str, Any]:
+    """Train ``model_config`` as ``cfg`` says into run directory ``out``; returns the summary."""
+    from srsearch.modelio import save_model
+
+    out = Path(out)
+    ckpt_path = check_out_dir(out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SRModule(model_config, lr=cfg.lr, max_steps=cfg.max_steps)
+    data = SRDataModule(cfg)
+    trainer = make_trainer(cfg, out)
+    (out / "train_config.json").write_text(json.dumps(
+        {"model": model_config, "train": asdict(cfg)}, indent=2, default=str))
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    summary = {
+        "model": model_config,
+        "steps": int(trainer.global_step),
+        "val_psnr": _metric(trainer, "val/psnr"),
+        "val_ssim": _metric(trainer, "val/ssim"),
+        "params": sum(p.numel() for p in module.model.parameters()),
+    }
+    if trainer.is_global_zero:
+        save_model(module.model, out / "model.pt", extra={"train": asdict(cfg), **summary})
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _metric(trainer: L.Trainer, name: str) -> float:
+    value = trainer.callback_metrics.get(name)
+    return float(value) if value is not None else math.nan

@@ -2,7 +2,9 @@
 
 Pillow, like MATLAB's imresize, uses the cubic kernel with a = -0.5 and, at the image border, drops
 the taps that fall outside and renormalises the rest. torch's own bicubic pads instead, which shifts
-published PSNR figures, so this module applies Pillow's interpolation matrices: out = Ry @ x @ Rx^T.
+published PSNR figures, so this module applies Pillow's interpolation matrices, horizontal pass
+first, and like Pillow on uint8 images it clips and rounds to 8 bits between the two passes:
+out = Ry @ q(x @ Rx^T), q(t) = round(clip(t, 0, 1) * 255) / 255.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class Bicubic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ry, rx = self._matrices(x.shape[-2], x.shape[-1], x)
-        return ry @ x @ rx.T
+        horizontal = (x @ rx.T).clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+        return ry @ horizontal
 
 
 register("bicubic", BicubicConfig, Bicubic)

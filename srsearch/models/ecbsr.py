@@ -58,7 +58,9 @@ class SeqConv3x3(nn.Module):
         """The 3x3 stage as a dense (cout, mid, 3, 3) kernel and bias."""
         if self.kind == "conv1x1-conv3x3":
             return self.conv1.weight, self.conv1.bias
-        k1 = torch.zeros(self.cout, self.cout, 3, 3, device=self.mask.device)
+        k1 = torch.zeros(
+            self.cout, self.cout, 3, 3, dtype=self.scale.dtype, device=self.mask.device
+        )
         idx = torch.arange(self.cout)
         k1[idx, idx] = (self.scale * self.mask)[:, 0]
         return k1, self.bias
@@ -73,7 +75,8 @@ class SeqConv3x3(nn.Module):
         k0, b0 = self.conv0.weight, self.conv0.bias
         k1, b1 = self._k1_b1()
         k = F.conv2d(k1, k0.permute(1, 0, 2, 3))  # (cout, cin, 3, 3)
-        b = F.conv2d(torch.ones(1, k0.shape[0], 3, 3, device=k0.device) * b0.view(1, -1, 1, 1), k1)
+        ones = torch.ones(1, k0.shape[0], 3, 3, dtype=k0.dtype, device=k0.device)
+        b = F.conv2d(ones * b0.view(1, -1, 1, 1), k1)
         return k, b.view(-1) + b1
 
 
@@ -180,7 +183,8 @@ class ECBSR(nn.Module):
     @torch.no_grad()
     def collapse(self) -> PlainSR:
         cfg = self.cfg
-        plain = PlainSR(PlainSRConfig(cfg.scale, cfg.m, cfg.channels, cfg.act))
+        dtype = next(self.parameters()).dtype
+        plain = PlainSR(PlainSRConfig(cfg.scale, cfg.m, cfg.channels, cfg.act)).to(dtype)
         convs = [m for m in plain.body if isinstance(m, nn.Conv2d)]
         acts = [m for m in plain.body if not isinstance(m, nn.Conv2d)]
         for block, conv in zip(self.blocks, convs):

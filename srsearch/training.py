@@ -166,7 +166,12 @@ def make_trainer(cfg: TrainConfig, out: Path, callbacks: list | None = None) -> 
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step{step:06d}",
                            auto_insert_metric_name=False, every_n_train_steps=cfg.ckpt_every,
                            save_last=True, save_top_k=1)
-    loggers = [CSVLogger(out, name="logs"), TensorBoardLogger(out, name="logs")]
+    # One version folder per (re)start, shared by both loggers: CSVLogger deletes an existing
+    # metrics.csv in its folder, so a resumed run must never log into an earlier one.
+    logs = out / "logs"
+    version = len(list(logs.glob("version_*"))) if logs.is_dir() else 0
+    loggers = [CSVLogger(out, name="logs", version=version),
+               TensorBoardLogger(out, name="logs", version=version)]
     return L.Trainer(
         max_steps=cfg.max_steps,
         accelerator=cfg.accelerator,
@@ -202,6 +207,7 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     summary = {
         "model": model_config,
         "steps": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
         "val_psnr": _metric(trainer, "val/psnr"),
         "val_ssim": _metric(trainer, "val/ssim"),
         "params": sum(p.numel() for p in module.model.parameters()),

@@ -1,0 +1,31 @@
+import json
+
+import numpy as np
+
+from srsearch.cli import main
+from srsearch.datasets import bicubic_upscale, load_images
+from srsearch.metrics import calculate_psnr
+
+
+def test_eval_bicubic_prints_and_writes_json(image_dir, tmp_path, capsys):
+    out = tmp_path / "bic.json"
+    assert main(["eval", "bicubic", "--data", str(image_dir), "--scale", "2",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    images = load_images(str(image_dir), 2, "all")
+    assert [r["name"] for r in result["images"]] == [i.name for i in images]
+    expected = np.mean([calculate_psnr(bicubic_upscale(i.lr, 2), i.hr, 2) for i in images])
+    # the bicubic module reproduces Pillow's bicubic to within its 8-bit rounding
+    assert abs(result["mean"]["psnr_bicubic"] - expected) < 1e-9
+    assert abs(result["mean"]["psnr"] - expected) < 0.02
+    text = capsys.readouterr().out
+    assert "mean" in text and f"{expected:.3f}"[:-1] in text
+
+
+def test_eval_rejects_scale_mismatch(image_dir, tmp_path, capsys):
+    from srsearch.modelio import save_model
+    from srsearch.models import build_model, preset_config
+
+    path = save_model(build_model(preset_config("espcn", 3)), tmp_path / "m.pt")
+    assert main(["eval", str(path), "--data", str(image_dir), "--scale", "2"]) == 2
+    assert "is x3 but --scale is 2" in capsys.readouterr().err

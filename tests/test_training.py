@@ -1,0 +1,96 @@
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from srsearch.cli import main
+from srsearch.modelio import load_model_file
+from tests.conftest import cli_cmd
+
+TINY = ["--batch-size", "2", "--lr-patch", "8"]
+
+
+def _steps_logged(run_dir, version):
+    path = run_dir / "logs" / f"version_{version}" / "metrics.csv"
+    with open(path) as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def test_train_writes_model_logs_and_metrics(image_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--arch", "ecbsr-m4c8", "--data", str(image_dir), "--max-steps", "6",
+            "--val-every", "3", "--ckpt-every", "2", "--out", str(out), *TINY]
+    assert main(args) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["steps"] == 6
+    assert 10 < summary["val_psnr"] < 60 and 0 < summary["val_ssim"] <= 1
+    model, extra = load_model_file(out / "model.pt")
+    assert model.config()["family"] == "ecbsr" and extra["steps"] == 6
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "logs" / "version_0").glob("events.out.tfevents*"))
+    assert (out / "logs" / "version_0" / "metrics.csv").is_file()
+    # a second run into the same directory must not overwrite it
+    assert main(args) == 2
+
+
+def _ckpt_step(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_killed_run_resumes_without_losing_steps(image_dir, tmp_path, cli_env):
+    out = tmp_path / "run"
+    args = ["train", "--arch", "espcn", "--data", str(image_dir), "--max-steps", "300",
+            "--val-every", "100", "--ckpt-every", "10", "--out", str(out), *TINY]
+    proc = subprocess.Popen(cli_cmd(*args), env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    killed_at = 0
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            try:
+                killed_at = _ckpt_step(last)
+            except Exception:  # being written
+                killed_at = 0
+            if killed_at >= 30:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 30 <= _ckpt_step(last) < 300
+    before = _steps_logged(out, 0) if (out / "logs/version_0/metrics.csv").exists() else []
+
+    done = subprocess.run(cli_cmd(*args, "--resume"), env=cli_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["steps"] == 300
+    resumed = _steps_logged(out, 1)
+    assert min(resumed) >= 30  # the step count continued from the checkpoint
+    if before:  # what the killed run had logged is still there
+        assert _steps_logged(out, 0) == before
+
+
+def test_two_process_cpu_ddp(image_dir, tmp_path, cli_env):
+    out = tmp_path / "ddp"
+    args = ["train", "--arch", "espcn", "--data", str(image_dir), "--max-steps", "4",
+            "--val-every", "2", "--ckpt-every", "2", "--out", str(out), *TINY,
+            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    done = subprocess.run(cli_cmd(*args), env=cli_env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["steps"] == 4 and summary["world_size"] == 2
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--max-steps", "0", "--max-steps 0 is invalid"),
+                                            ("--lr", "-1", "--lr -1.0 is invalid")])
+def test_bad_flags_are_named(image_dir, tmp_path, flag, value, msg, capsys):
+    args = ["train", "--arch", "espcn", "--data", str(image_dir), "--out", str(tmp_path / "r"),
+            flag, value]
+    assert main(args) == 2
+    assert msg in capsys.readouterr().err

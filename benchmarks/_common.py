@@ -1,0 +1,51 @@
+"""Shared helpers of the benchmark scripts: the machine line and the held-out photo sets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+SUN80 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sun80"
+
+
+def machine() -> str:
+    """One line naming the machine a figure was taken on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def outside_photos(dest: Path) -> Path:
+    """Natural photos in neither `builtin` nor sun80: the ones scikit-learn and matplotlib ship
+    (china.jpg, flower.jpg, grace_hopper.jpg). Copied into ``dest``; needs scikit-learn."""
+    import matplotlib
+    import sklearn.datasets
+
+    dest.mkdir(parents=True, exist_ok=True)
+    sk = Path(sklearn.datasets.__file__).parent / "images"
+    mpl = Path(matplotlib.get_data_path()) / "sample_data"
+    for src in (sk / "china.jpg", sk / "flower.jpg", mpl / "grace_hopper.jpg"):
+        shutil.copy(src, dest / src.name)
+    return dest
+
+
+def sun80_last10(dest: Path) -> Path | None:
+    """sun80's documented validation split (last 10 by name) as a folder, or None if absent."""
+    if not SUN80.is_dir():
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in SUN80.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    for p in files[-10:]:
+        shutil.copy(p, dest / p.name)
+    return dest

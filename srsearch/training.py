@@ -95,6 +95,12 @@ class SRModule(L.LightningModule):
         self.log(f"{stage}/ssim", sum(ssim) / n, sync_dist=True, batch_size=n)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # New random patches each epoch (Lightning does not reseed a Dataset by itself).
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 

@@ -1,0 +1,365 @@
+"""The SR search space: architectures as small, frozen, JSON-serialisable data.
+
+An architecture is a head 3x3 conv (3 -> head_width) + ReLU, D cells, a tail 3x3 conv
+(last width -> 3*s*s), a global skip that repeats each LR input channel s*s times (a fixed 1x1
+conv), and a pixel shuffle. Everything but the shuffle runs at LR resolution. Cell kinds:
+
+- ``conv``: 3x3 conv (in -> width) + ReLU.
+- ``res``: 3x3 (in -> inner) + ReLU, 3x3 (inner -> in), + identity. Keeps its input width.
+- ``wide`` (WDSR-B): 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> width),
+  + identity when in == width. ``low = wide_low(width)`` is derived, not searched.
+
+See docs/search_space.md for the choices and the size of the default space.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from srsearch.errors import UserError
+
+SCALES: tuple[int, ...] = (2, 3, 4)
+BLOCKS: tuple[str, ...] = ("conv", "res", "wide")
+WIDTHS: tuple[int, ...] = tuple(range(8, 65, 4))  # head and cell output widths: 8, 12, ..., 64
+RES_INNERS: tuple[int, ...] = tuple(range(8, 65, 4))  # mid width of a res cell
+WIDE_INNERS: tuple[int, ...] = tuple(range(16, 129, 4))  # expansion width of a wide cell
+
+
+_CELL_KEYS = frozenset({"block", "width", "inner"})
+
+
+def wide_low(width: int) -> int:
+    """Low-rank width of a wide cell: 3/4 of its output width, rounded up to a multiple of 4.
+
+    WDSR-B uses 0.8; 3/4 keeps every low width a multiple of 4 for widths that are.
+    """
+    return 4 * math.ceil(3 * width / 16)
+
+
+def _check_int(name: str, value: Any, allowed: str = "a positive integer") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} is {value!r}; it must be {allowed}")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One cell of the body.
+
+    Attributes:
+        block: "conv", "res" or "wide" (see the module docstring).
+        width: Output channels. A res cell's width must equal its input width.
+        inner: res: mid width of 3x3 -> ReLU -> 3x3; wide: 1x1 expansion width; conv: unused and
+            equal to width (left out, it is filled in).
+    """
+
+    block: str
+    width: int
+    inner: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCKS:
+            raise UserError(f"cell block {self.block!r} is unknown; choose one of {list(BLOCKS)}")
+        _check_int("cell width", self.width)
+        if self.inner is None:
+            if self.block != "conv":
+                raise UserError(f"a {self.block!r} cell needs `inner` (a positive integer)")
+            object.__setattr__(self, "inner", self.width)
+        _check_int("cell inner", self.inner)
+        if self.block == "conv" and self.inner != self.width:
+            raise UserError(
+                f"a 'conv' cell has no inner width; inner is {self.inner} but must equal "
+                f"width {self.width} (or be left out)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"block": self.block, "width": self.width, "inner": self.inner}
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One architecture of the space; what the supernet, latency model and exporter meet at.
+
+    Attributes:
+        scale: Upscaling factor, 2, 3 or 4.
+        head_width: Output channels of the head 3x3 conv.
+        cells: The body, in order; depth D = len(cells) >= 1.
+    """
+
+    scale: int
+    head_width: int
+    cells: tuple[CellConfig, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or self.scale not in SCALES:
+            raise UserError(f"scale is {self.scale!r}; it must be one of {list(SCALES)}")
+        _check_int("head_width", self.head_width)
+        if isinstance(self.cells, list):
+            object.__setattr__(self, "cells", tuple(self.cells))
+        if not isinstance(self.cells, tuple) or not self.cells:
+            raise UserError("cells is empty; an architecture needs at least one cell")
+        cin = self.head_width
+        for i, cell in enumerate(self.cells):
+            if not isinstance(cell, CellConfig):
+                raise UserError(f"cells[{i}] is {cell!r}; it must be a CellConfig")
+            if cell.block == "res" and cell.width != cin:
+                raise UserError(
+                    f"cells[{i}] is a 'res' cell of width {cell.width} but its input has {cin} "
+                    f"channels; a res cell keeps its input width, set its width to {cin}"
+                )
+            cin = cell.width
+
+    @property
+    def depth(self) -> int:
+        return len(self.cells)
+
+    def in_widths(self) -> list[int]:
+        """Input channels of each cell."""
+        return [self.head_width] + [c.width for c in self.cells[:-1]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "head_width": self.head_width,
+            "cells": [c.to_dict() for c in self.cells],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArchConfig:
+        """Parse and validate; errors name the bad key or cell."""
+        if not isinstance(d, Mapping):
+            raise UserError(f"architecture config must be a JSON object, got {type(d).__name__}")
+        keys = {"scale", "head_width", "cells"}
+        if set(d) != keys:
+            raise UserError(
+                f"architecture config has keys {sorted(d)}; it needs exactly {sorted(keys)}"
+            )
+        if not isinstance(d["cells"], list | tuple):
+            raise UserError(f"cells is {d['cells']!r}; it must be a list of cell objects")
+        cells = []
+        for i, c in enumerate(d["cells"]):
+            if not isinstance(c, Mapping) or not {"block", "width"} <= set(c) <= _CELL_KEYS:
+                raise UserError(
+                    f"cells[{i}] is {c!r}; a cell is an object with keys block, width and "
+                    "(for res and wide) inner"
+                )
+            try:
+                cells.append(CellConfig(c["block"], c["width"], c.get("inner")))
+            except UserError as e:
+                raise UserError(f"cells[{i}]: {e}") from None
+        return cls(d["scale"], d["head_width"], tuple(cells))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"architecture config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One op of an architecture, as the latency model keys it.
+
+    ``block`` tags where the op sits ("head", "cell3.res", "tail", "skip") for reports; it is
+    left out of equality and hashing, so identical ops in different cells share a LUT entry.
+
+    Attributes:
+        op: "conv" (learned), "skip" (fixed 0/1 1x1 conv repeating each channel cout/cin times),
+            "add" (elementwise sum of two (cin, h, w) tensors) or "pixel_shuffle" (cin = cout*s*s
+            channels at h x w in).
+        cin, cout: Input and output channels.
+        k: Kernel size for "conv" and "skip", 0 for other ops.
+        h, w: Spatial size of the op's input (the LR size for every op here).
+        act: "relu" when a ReLU follows (fused by the compiler), else None.
+    """
+
+    op: str
+    cin: int
+    cout: int
+    k: int
+    h: int
+    w: int
+    act: str | None = None
+    block: str = field(default="", compare=False)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates; convs and the (fixed 1x1 conv) skip, 0 for other ops."""
+        if self.op not in ("conv", "skip"):
+            return 0
+        return self.cin * self.cout * self.k * self.k * self.h * self.w
+
+
+def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
+    """The ops of ``arch`` on an LR input of ``lr_hw`` = (height, width), in execution order."""
+    h, w = lr_hw
+    s2 = arch.scale * arch.scale
+    out = [LayerSpec("conv", 3, arch.head_width, 3, h, w, "relu", "head")]
+    cin = arch.head_width
+    for i, c in enumerate(arch.cells):
+        tag = f"cell{i}.{c.block}"
+        if c.block == "conv":
+            out.append(LayerSpec("conv", cin, c.width, 3, h, w, "relu", tag))
+        elif c.block == "res":
+            out += [
+                LayerSpec("conv", cin, c.inner, 3, h, w, "relu", tag),
+                LayerSpec("conv", c.inner, cin, 3, h, w, None, tag),
+                LayerSpec("add", cin, cin, 0, h, w, None, tag),
+            ]
+        else:
+            low = wide_low(c.width)
+            out += [
+                LayerSpec("conv", cin, c.inner, 1, h, w, "relu", tag),
+                LayerSpec("conv", c.inner, low, 1, h, w, None, tag),
+                LayerSpec("conv", low, c.width, 3, h, w, None, tag),
+            ]
+            if cin == c.width:
+                out.append(LayerSpec("add", cin, cin, 0, h, w, None, tag))
+        cin = c.width
+    return out + [
+        LayerSpec("conv", cin, 3 * s2, 3, h, w, None, "tail"),
+        LayerSpec("skip", 3, 3 * s2, 1, h, w, None, "skip"),
+        LayerSpec("add", 3 * s2, 3 * s2, 0, h, w, None, "skip"),
+        LayerSpec("pixel_shuffle", 3 * s2, 3, 0, h, w, None, "upsample"),
+    ]
+
+
+def macs(arch: ArchConfig, lr_hw: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward pass on an LR input of ``lr_hw`` (convs and skip)."""
+    return sum(spec.macs for spec in layers(arch, lr_hw))
+
+
+def params(arch: ArchConfig) -> int:
+    """Number of learned parameters (conv weights and biases; the skip is fixed)."""
+    return sum(s.macs + s.cout for s in layers(arch, (1, 1)) if s.op == "conv")
+
+
+def _choices(name: str, values: Any) -> tuple[int, ...]:
+    values = tuple(values)
+    if not values:
+        raise UserError(f"search space {name} is empty; give at least one value")
+    for v in values:
+        _check_int(f"search space {name} value", v)
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The set of architectures one supernet holds.
+
+    Attributes:
+        scale: Upscaling factor; one supernet per scale (the tail's width depends on it).
+        min_depth, max_depth: Range of the number of cells.
+        widths: Choices for the head width and every cell's output width.
+        blocks: Cell kinds allowed.
+        res_inners: Choices for a res cell's mid width.
+        wide_inners: Choices for a wide cell's expansion width.
+    """
+
+    scale: int = 2
+    min_depth: int = 1
+    max_depth: int = 8
+    widths: tuple[int, ...] = WIDTHS
+    blocks: tuple[str, ...] = BLOCKS
+    res_inners: tuple[int, ...] = RES_INNERS
+    wide_inners: tuple[int, ...] = WIDE_INNERS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or self.scale not in SCALES:
+            raise UserError(f"search space scale is {self.scale!r}; choose one of {list(SCALES)}")
+        _check_int("min_depth", self.min_depth)
+        _check_int("max_depth", self.max_depth, f"an integer >= min_depth ({self.min_depth})")
+        if self.max_depth < self.min_depth:
+            raise UserError(f"max_depth {self.max_depth} is below min_depth {self.min_depth}")
+        blocks = tuple(dict.fromkeys(self.blocks))
+        if not blocks or not set(blocks) <= set(BLOCKS):
+            raise UserError(f"search space blocks {self.blocks!r}: choose from {list(BLOCKS)}")
+        object.__setattr__(self, "blocks", blocks)
+        for name in ("widths", "res_inners", "wide_inners"):
+            object.__setattr__(self, name, _choices(name, getattr(self, name)))
+
+    def _inners(self, block: str, width: int) -> tuple[int, ...]:
+        return {"conv": (width,), "res": self.res_inners, "wide": self.wide_inners}[block]
+
+    def sample(self, rng: random.Random) -> ArchConfig:
+        """A random architecture: depth, head width, then each cell's kind and widths uniformly."""
+        head = rng.choice(self.widths)
+        cells, cin = [], head
+        for _ in range(rng.randint(self.min_depth, self.max_depth)):
+            block = rng.choice(self.blocks)
+            width = cin if block == "res" else rng.choice(self.widths)
+            cells.append(CellConfig(block, width, rng.choice(self._inners(block, width))))
+            cin = width
+        return ArchConfig(self.scale, head, tuple(cells))
+
+    def _uniform(self, depth: int, block: str, pick: Any) -> ArchConfig:
+        width = pick(self.widths)
+        cell = CellConfig(block, width, pick(self._inners(block, width)))
+        return ArchConfig(self.scale, width, (cell,) * depth)
+
+    def max_arch(self) -> ArchConfig:
+        """Deepest and widest: max depth, max widths, every cell of the kind with most MACs."""
+        archs = [self._uniform(self.max_depth, b, max) for b in self.blocks]
+        return max(archs, key=lambda a: macs(a, (1, 1)))
+
+    def min_arch(self) -> ArchConfig:
+        """Shallowest and narrowest: min depth, min widths, the kind with fewest MACs."""
+        archs = [self._uniform(self.min_depth, b, min) for b in self.blocks]
+        return min(archs, key=lambda a: macs(a, (1, 1)))
+
+    def size(self) -> int:
+        """Exact number of distinct architectures, counted per depth over the running width."""
+        n_conv = 1 if "conv" in self.blocks else 0
+        n_res = len(self.res_inners) if "res" in self.blocks else 0
+        n_wide = len(self.wide_inners) if "wide" in self.blocks else 0
+        count = dict.fromkeys(self.widths, 1)  # architectures so far, by current width
+        total = 0
+        for depth in range(1, self.max_depth + 1):
+            s = sum(count.values())
+            # any cell may move to any width (conv: 1 way, wide: one per inner); res stays
+            count = {w: s * (n_conv + n_wide) + count[w] * n_res for w in self.widths}
+            if depth >= self.min_depth:
+                total += sum(count.values())
+        return total
+
+    def violations(self, arch: ArchConfig) -> list[str]:
+        """Why ``arch`` is outside this space (empty when it is inside)."""
+        out = []
+        if arch.scale != self.scale:
+            out.append(f"scale {arch.scale} but the space is for scale {self.scale}")
+        if not self.min_depth <= arch.depth <= self.max_depth:
+            out.append(f"depth {arch.depth} outside {self.min_depth}..{self.max_depth}")
+        if arch.head_width not in self.widths:
+            out.append(f"head_width {arch.head_width} not in {list(self.widths)}")
+        for i, c in enumerate(arch.cells):
+            if c.block not in self.blocks:
+                out.append(f"cells[{i}].block {c.block!r} not in {list(self.blocks)}")
+                continue
+            if c.width not in self.widths:
+                out.append(f"cells[{i}].width {c.width} not in {list(self.widths)}")
+            inners = self._inners(c.block, c.width)
+            if c.inner not in inners:
+                out.append(f"cells[{i}].inner {c.inner} not in {list(inners)}")
+        return out
+
+    def contains(self, arch: ArchConfig) -> bool:
+        return not self.violations(arch)
+
+    def check(self, arch: ArchConfig) -> None:
+        """Raise UserError naming every field of ``arch`` that falls outside the space."""
+        bad = self.violations(arch)
+        if bad:
+            raise UserError(
+                "architecture is outside the search space: "
+                + "; ".join(bad)
+                + ". Pick values from the space (docs/search_space.md) or widen the space."
+            )

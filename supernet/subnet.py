@@ -1,0 +1,138 @@
+"""A standalone subnet: plain ``nn.Conv2d`` layers built from an ``ArchConfig``.
+
+What the supernet hands out (``SuperNet.get_active_subnet``) and what is trained further,
+exported and shipped. No slicing or supernet code runs at inference; it is rebuilt from
+``config()`` + ``state_dict()`` through the model registry (family ``"subnet"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srsearch.errors import UserError
+from supernet.space import ArchConfig, CellConfig, wide_low
+
+
+class LRSkip(nn.Module):
+    """Global skip: each LR channel repeated s*s times, i.e. nearest-neighbour upsampling once
+    pixel-shuffled.  # (B, 3, h, w) -> (B, 3*s*s, h, w), channel c*s*s + k = x[:, c]
+
+    Written as a fixed 0/1 1x1 conv, which equals ``x.repeat_interleave(s*s, dim=1)`` exactly:
+    LiteRT lowers repeat_interleave to BROADCAST_TO, which leaves the XNNPACK delegate and
+    costs tens of ms at 640x360, while the 1x1 conv stays delegated (docs/search_space.md).
+    The weight is a non-persistent buffer: not learned, not in the state dict.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        weight = torch.eye(3).repeat_interleave(scale * scale, dim=0)[:, :, None, None]
+        self.register_buffer("weight", weight, persistent=False)  # (3*s*s, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+class ConvCell(nn.Module):
+    """3x3 conv (in -> width) + ReLU."""
+
+    def __init__(self, cin: int, cell: CellConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cell.width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
+
+
+class ResCell(nn.Module):
+    """3x3 (in -> inner) + ReLU, 3x3 (inner -> in), + identity."""
+
+    def __init__(self, cin: int, cell: CellConfig) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cell.inner, 3, padding=1)
+        self.conv2 = nn.Conv2d(cell.inner, cin, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class WideCell(nn.Module):
+    """WDSR-B: 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> width), + identity
+    when in == width."""
+
+    def __init__(self, cin: int, cell: CellConfig) -> None:
+        super().__init__()
+        low = wide_low(cell.width)
+        self.expand = nn.Conv2d(cin, cell.inner, 1)
+        self.reduce = nn.Conv2d(cell.inner, low, 1)
+        self.conv = nn.Conv2d(low, cell.width, 3, padding=1)
+        self.residual = cin == cell.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(self.reduce(F.relu(self.expand(x))))
+        return x + y if self.residual else y
+
+
+CELLS: dict[str, type[nn.Module]] = {"conv": ConvCell, "res": ResCell, "wide": WideCell}
+
+
+@dataclass(frozen=True)
+class SubNetConfig:
+    """Registry form of a subnet config, ``{"family": "subnet", "arch": {...}}`` minus family."""
+
+    arch: ArchConfig
+
+    def __post_init__(self) -> None:
+        if isinstance(self.arch, Mapping):
+            object.__setattr__(self, "arch", ArchConfig.from_dict(self.arch))
+        if not isinstance(self.arch, ArchConfig):
+            raise UserError(f"subnet config arch is {self.arch!r}; it must be an architecture")
+
+
+class SubNet(nn.Module):
+    """Head conv + ReLU, cells, tail conv, + LR skip, pixel shuffle. Input (B, 3, h, w) in
+    [0, 1] -> (B, 3, h*s, w*s), unclamped."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        s = arch.scale
+        self.head = nn.Conv2d(3, arch.head_width, 3, padding=1)
+        self.cells = nn.ModuleList(
+            CELLS[c.block](cin, c) for cin, c in zip(arch.in_widths(), arch.cells, strict=True)
+        )
+        self.tail = nn.Conv2d(arch.cells[-1].width, 3 * s * s, 3, padding=1)
+        self.skip = LRSkip(s)
+        self.upsample = nn.PixelShuffle(s)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | SubNetConfig | ArchConfig) -> SubNet:
+        """Rebuild from ``config()`` (the ``"family"`` key may be present or not)."""
+        if isinstance(config, ArchConfig | SubNetConfig):
+            return cls(config if isinstance(config, ArchConfig) else config.arch)
+        cfg = dict(config)
+        family = cfg.pop("family", "subnet")
+        if family != "subnet" or set(cfg) != {"arch"}:
+            raise UserError(
+                f"subnet config must be {{'family': 'subnet', 'arch': {{...}}}}; got keys "
+                f"{sorted(config)} with family {family!r}"
+            )
+        return cls(SubNetConfig(cfg["arch"]).arch)
+
+    def config(self) -> dict[str, Any]:
+        return {"family": "subnet", "arch": self.arch.to_dict()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = F.relu(self.head(x))
+        for cell in self.cells:
+            feat = cell(feat)
+        return self.upsample(self.tail(feat) + self.skip(x))  # (B, 3*s*s, h, w) -> (B, 3, hs, ws)

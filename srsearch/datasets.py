@@ -282,7 +282,9 @@ class PatchDataset(Dataset):
 
     Sample i of epoch e depends only on (seed, e, i): an image drawn with probability
     proportional to its LR area, a uniform crop position and, with `augment`, one of 8
-    flips/rotations. Call `set_epoch` at the start of each epoch (e.g. in a LightningModule's
+    flips/rotations. Flat crops (LR standard deviation below `min_std` grey levels, such as the
+    black sky of hubble_deep_field or retina's background) are redrawn up to `max_tries` times:
+    they carry no high frequencies to learn from. Call `set_epoch` at the start of each epoch (e.g. in a LightningModule's
     `on_train_epoch_start`) to draw new patches; workers started before that call
     (`persistent_workers=True`) keep the old epoch.
     """
@@ -295,6 +297,8 @@ class PatchDataset(Dataset):
         length: int = 1000,
         augment: bool = True,
         seed: int = 0,
+        min_std: float = 4.0,
+        max_tries: int = 10,
     ) -> None:
         usable = [im for im in images if min(im.lr.shape[:2]) >= lr_patch]
         if not usable:
@@ -318,6 +322,7 @@ class PatchDataset(Dataset):
         self.images = usable
         self.scale, self.lr_patch, self.length = scale, lr_patch, length
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.min_std, self.max_tries = min_std, max(1, max_tries)
         areas = np.array([im.lr.shape[0] * im.lr.shape[1] for im in usable], dtype=np.float64)
         self._cum = np.cumsum(areas / areas.sum())
 
@@ -331,11 +336,17 @@ class PatchDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} patches")
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        k = min(int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.images) - 1)
-        im, p, s = self.images[k], self.lr_patch, self.scale
-        y = int(rng.integers(0, im.lr.shape[0] - p + 1))
-        x = int(rng.integers(0, im.lr.shape[1] - p + 1))
-        lr = im.lr[y : y + p, x : x + p]  # (p, p, 3)
+        p, s = self.lr_patch, self.scale
+        for _ in range(self.max_tries):
+            k = min(
+                int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.images) - 1
+            )
+            im = self.images[k]
+            y = int(rng.integers(0, im.lr.shape[0] - p + 1))
+            x = int(rng.integers(0, im.lr.shape[1] - p + 1))
+            lr = im.lr[y : y + p, x : x + p]  # (p, p, 3)
+            if self.min_std <= 0 or float(lr[::2, ::2].std()) >= self.min_std:
+                break
         hr = im.hr[y * s : (y + p) * s, x * s : (x + p) * s]  # (p*s, p*s, 3)
         if self.augment:
             t = int(rng.integers(0, 8))

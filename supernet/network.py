@@ -79,8 +79,8 @@ class SuperNet(nn.Module):
         return net.train(self.training)
 
     def get_active_net_config(self) -> dict:
-        """The model-registry config of the active subnet: ``{"family": "subnet", "arch": ...}``."""
-        return {"family": "subnet", "arch": self._active.to_dict()}
+        """The model-registry config of the active subnet: ``{"family", "scale", "arch"}``."""
+        return {"family": "subnet", "scale": self._active.scale, "arch": self._active.to_dict()}
 
     @property
     def active_arch(self) -> ArchConfig:

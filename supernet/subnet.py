@@ -16,30 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srsearch.errors import UserError
+from srsearch.layers import LRSkip
 from supernet.space import ArchConfig, CellConfig, wide_low
-
-
-class LRSkip(nn.Module):
-    """Global skip: each LR channel repeated s*s times, i.e. nearest-neighbour upsampling once
-    pixel-shuffled.  # (B, 3, h, w) -> (B, 3*s*s, h, w), channel c*s*s + k = x[:, c]
-
-    Written as a fixed 0/1 1x1 conv, which equals ``x.repeat_interleave(s*s, dim=1)`` exactly:
-    LiteRT lowers repeat_interleave to BROADCAST_TO, which leaves the XNNPACK delegate and
-    costs tens of ms at 640x360, while the 1x1 conv stays delegated (docs/search_space.md).
-    The weight is a non-persistent buffer: not learned, not in the state dict.
-    """
-
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        self.scale = scale
-        weight = torch.eye(3).repeat_interleave(scale * scale, dim=0)[:, :, None, None]
-        self.register_buffer("weight", weight, persistent=False)  # (3*s*s, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
 
 
 class ConvCell(nn.Module):
@@ -87,15 +65,21 @@ CELLS: dict[str, type[nn.Module]] = {"conv": ConvCell, "res": ResCell, "wide": W
 
 @dataclass(frozen=True)
 class SubNetConfig:
-    """Registry form of a subnet config, ``{"family": "subnet", "arch": {...}}`` minus family."""
+    """Registry form of a subnet config, ``{"family": "subnet", "scale", "arch"}`` minus family."""
 
     arch: ArchConfig
+    scale: int | None = None  # every model config carries its scale; must equal arch.scale
 
     def __post_init__(self) -> None:
         if isinstance(self.arch, Mapping):
             object.__setattr__(self, "arch", ArchConfig.from_dict(self.arch))
         if not isinstance(self.arch, ArchConfig):
             raise UserError(f"subnet config arch is {self.arch!r}; it must be an architecture")
+        if self.scale is not None and self.scale != self.arch.scale:
+            raise UserError(
+                f"subnet config has scale {self.scale} but its arch is "
+                f"x{self.arch.scale}; make them agree"
+            )
 
 
 class SubNet(nn.Module):
@@ -121,15 +105,15 @@ class SubNet(nn.Module):
             return cls(config if isinstance(config, ArchConfig) else config.arch)
         cfg = dict(config)
         family = cfg.pop("family", "subnet")
-        if family != "subnet" or set(cfg) != {"arch"}:
+        if family != "subnet" or not {"arch"} <= set(cfg) <= {"arch", "scale"}:
             raise UserError(
-                f"subnet config must be {{'family': 'subnet', 'arch': {{...}}}}; got keys "
-                f"{sorted(config)} with family {family!r}"
+                f"subnet config must be {{'family': 'subnet', 'scale': s, 'arch': {{...}}}}; "
+                f"got keys {sorted(config)} with family {family!r}"
             )
-        return cls(SubNetConfig(cfg["arch"]).arch)
+        return cls(SubNetConfig(cfg["arch"], cfg.get("scale")).arch)
 
     def config(self) -> dict[str, Any]:
-        return {"family": "subnet", "arch": self.arch.to_dict()}
+        return {"family": "subnet", "scale": self.arch.scale, "arch": self.arch.to_dict()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = F.relu(self.head(x))

@@ -61,7 +61,13 @@ def test_subnet_is_standalone_and_compact(supernets: dict[int, SuperNet]) -> Non
     assert sum(p.numel() for p in sub.parameters()) == params(arch)
     assert sub.head.weight.data_ptr() != net.head.weight.data_ptr()  # copies, not views
     assert (
-        net.get_active_net_config() == sub.config() == {"family": "subnet", "arch": arch.to_dict()}
+        net.get_active_net_config()
+        == sub.config()
+        == {
+            "family": "subnet",
+            "scale": arch.scale,
+            "arch": arch.to_dict(),
+        }
     )
 
 

@@ -1,6 +1,6 @@
 """Hand-designed SR baselines, one file per family, registered explicitly."""
 
-from srsearch.models import bicubic, ecbsr, espcn, fsrcnn  # noqa: F401  (explicit registration)
+from srsearch.models import bicubic, ecbsr, espcn, fsrcnn, subnet  # noqa: F401  (explicit registration)
 from srsearch.models._registry import build_model, families, preset_config, presets
 
 __all__ = ["build_model", "families", "preset_config", "presets", "inference_form"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from srsearch.layers import LRSkip  # noqa: F401  (re-exported for the model files)
 
 SCALES = (2, 3, 4)
 
@@ -24,9 +25,3 @@ def get_act_layer(name: str | None, channels: int = 1) -> nn.Module:
     if name == "tanh":
         return nn.Tanh()
     raise ValueError(f"unknown activation {name!r}; choose relu, prelu, tanh or none")
-
-
-def repeat_skip(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """Cheap global skip: each input channel repeated s*s times, so that after PixelShuffle it is
-    nearest-neighbour upsampling of the input.  # (B, C, H, W) -> (B, C*s*s, H, W)"""
-    return x.repeat_interleave(scale * scale, dim=1)

@@ -29,7 +29,7 @@ def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 
 def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) matrix of Pillow's BICUBIC coefficients (Resample.c precompute_coeffs)."""
+    """(out_size, in_size) matrix of Pillow's BICUBIC coefficients (Resample.c)."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
@@ -53,7 +53,7 @@ class BicubicConfig:
 
 
 class Bicubic(nn.Module):
-    """Parameter-free bicubic upsampler with Pillow's border handling.  # (B,3,h,w) -> (B,3,sh,sw)"""
+    """Parameter-free bicubic upsampler, Pillow's border handling. (B,3,h,w) -> (B,3,sh,sw)"""
 
     def __init__(self, cfg: BicubicConfig) -> None:
         super().__init__()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch.models._layers import check_scale, get_act_layer, repeat_skip
+from srsearch.models._layers import LRSkip, check_scale, get_act_layer
 from srsearch.models._registry import config_of, register, register_preset
 
 _MASKS = {
@@ -142,18 +142,19 @@ class PlainSR(nn.Module):
         s, c = cfg.scale, cfg.channels
         widths = [3] + [c] * (cfg.m + 1) + [3 * s * s]
         layers: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Conv2d(cin, cout, 3, padding=1))
             if i < len(widths) - 2:
                 layers.append(get_act_layer(cfg.act, cout))
         self.body = nn.Sequential(*layers)
+        self.skip = LRSkip(s)
         self.shuffle = nn.PixelShuffle(s)
 
     def config(self) -> dict:
         return config_of(self.cfg, "plainsr")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.body(x) + repeat_skip(x, self.cfg.scale))
+        return self.shuffle(self.body(x) + self.skip(x))
 
 
 class ECBSR(nn.Module):
@@ -167,8 +168,9 @@ class ECBSR(nn.Module):
         n = len(widths) - 1
         self.blocks = nn.ModuleList(
             ECB(cin, cout, cfg.act if i < n - 1 else None, cfg.depth_multiplier)
-            for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:]))
+            for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         )
+        self.skip = LRSkip(s)
         self.shuffle = nn.PixelShuffle(s)
 
     def config(self) -> dict:
@@ -178,7 +180,7 @@ class ECBSR(nn.Module):
         y = x
         for block in self.blocks:
             y = block(y)
-        return self.shuffle(y + repeat_skip(x, self.cfg.scale))
+        return self.shuffle(y + self.skip(x))
 
     @torch.no_grad()
     def collapse(self) -> PlainSR:
@@ -187,11 +189,11 @@ class ECBSR(nn.Module):
         plain = PlainSR(PlainSRConfig(cfg.scale, cfg.m, cfg.channels, cfg.act)).to(dtype)
         convs = [m for m in plain.body if isinstance(m, nn.Conv2d)]
         acts = [m for m in plain.body if not isinstance(m, nn.Conv2d)]
-        for block, conv in zip(self.blocks, convs):
+        for block, conv in zip(self.blocks, convs, strict=True):
             k, b = block.rep_params()
             conv.weight.copy_(k)
             conv.bias.copy_(b)
-        for block, act in zip(self.blocks, acts):
+        for block, act in zip(self.blocks[:-1], acts, strict=True):
             act.load_state_dict(block.act.state_dict())
         return plain.train(self.training)
 

@@ -25,9 +25,9 @@ from srsearch.errors import UserError
 
 SCALES: tuple[int, ...] = (2, 3, 4)
 BLOCKS: tuple[str, ...] = ("conv", "res", "wide")
-WIDTHS: tuple[int, ...] = tuple(range(8, 65, 4))  # head and cell output widths: 8, 12, ..., 64
-RES_INNERS: tuple[int, ...] = tuple(range(8, 65, 4))  # mid width of a res cell
-WIDE_INNERS: tuple[int, ...] = tuple(range(16, 129, 4))  # expansion width of a wide cell
+WIDTHS: tuple[int, ...] = tuple(range(8, 33, 4))  # head and cell output widths: 8, 12, ..., 32
+RES_INNERS: tuple[int, ...] = tuple(range(8, 33, 4))  # mid width of a res cell
+WIDE_INNERS: tuple[int, ...] = tuple(range(16, 65, 4))  # expansion width of a wide cell
 
 
 _CELL_KEYS = frozenset({"block", "width", "inner"})

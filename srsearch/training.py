@@ -152,15 +152,16 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpt if ckpt.is_file() else None
 
 
-def check_out_dir(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None; refuses to overwrite an earlier run."""
+def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | None:
+    """The checkpoint to resume from, or None; refuses to overwrite an earlier run (one with a
+    checkpoint or its ``final`` output file)."""
     ckpt = last_checkpoint(out)
     if resume:
         if ckpt is None:
             print(f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0",
                   file=sys.stderr)
         return ckpt
-    if ckpt is not None or (Path(out) / "model.pt").exists():
+    if ckpt is not None or (Path(out) / final).exists():
         raise UserError(f"--out {out} already holds a run; pass --resume to continue it or "
                         "choose another --out")
     return None

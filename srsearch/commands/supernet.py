@@ -1,0 +1,108 @@
+"""`srsearch supernet`: stage 1, train the weight-sharing supernet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srsearch.commands._common import add_data_flags, add_trainer_flags, parse_devices
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "supernet",
+        help="stage 1: train the weight-sharing supernet",
+        description="Sandwich rule (largest, smallest and k random subnets every "
+        "step) with in-place distillation from the largest. Writes "
+        "OUT/supernet.pt; killed runs continue with --resume.",
+    )
+    add_data_flags(p)
+    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr-patch", type=int, default=32, help="LR patch side (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--k-random", type=int, default=2, help="random subnets per step")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        help="weight of the largest subnet's output in the students' target (0..1)",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="steps of largest-only training before the channel reorder "
+        "(default: 10%% of --max-steps)",
+    )
+    p.add_argument("--max-width", type=int, default=32, help="widest layer of the search space")
+    p.add_argument("--max-depth", type=int, default=8, help="most cells of the search space")
+    p.add_argument("--val-data", default=None, metavar="SPEC")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--resume", action="store_true")
+    add_trainer_flags(p)
+    p.set_defaults(func=run)
+
+
+def make_space(scale: int, max_width: int, max_depth: int):
+    """The default search space, optionally narrowed or widened (widths on the step-4 grid)."""
+    from srsearch.errors import UserError
+    from supernet.space import SearchSpace
+
+    if max_width < 8 or max_width % 4:
+        raise UserError(f"--max-width {max_width} must be a multiple of 4, at least 8")
+    widths = tuple(range(8, max_width + 1, 4))
+    return SearchSpace(
+        scale=scale,
+        max_depth=max_depth,
+        widths=widths,
+        res_inners=widths,
+        wide_inners=tuple(range(16, 2 * max_width + 1, 4)),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from srsearch.errors import UserError
+    from srsearch.training import TrainConfig
+    from supernet.training import train_supernet
+
+    if not 0.0 <= args.distill <= 1.0:
+        raise UserError(f"--distill {args.distill} must be between 0 and 1")
+    if args.k_random < 0:
+        raise UserError(f"--k-random {args.k_random} must be >= 0")
+    cfg = TrainConfig(
+        data=args.data,
+        scale=args.scale,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr_patch=args.lr_patch,
+        lr=args.lr,
+        val_data=args.val_data,
+        val_every=args.val_every,
+        ckpt_every=args.ckpt_every,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        devices=parse_devices(args.devices),
+        strategy=args.strategy,
+        precision=args.precision,
+        num_nodes=args.num_nodes,
+    )
+    space = make_space(args.scale, args.max_width, args.max_depth)
+    summary = train_supernet(
+        space,
+        cfg,
+        args.out,
+        resume=args.resume,
+        k_random=args.k_random,
+        distill=args.distill,
+        warmup_steps=args.warmup_steps,
+    )
+    print(
+        f"supernet trained for {summary['steps']} steps: val PSNR largest "
+        f"{summary.get('val/psnr_max', float('nan')):.3f} dB, smallest "
+        f"{summary.get('val/psnr_min', float('nan')):.3f} dB; {args.out / 'supernet.pt'}"
+    )
+    return 0

@@ -1,0 +1,219 @@
+"""Stage 1: train the weight-sharing supernet with Lightning.
+
+Every step follows the sandwich rule: the largest subnet learns from the HR target, and the
+smallest plus ``k_random`` random subnets learn from a mix of the HR target and the largest
+subnet's output (in-place distillation, weight ``distill``). All losses are summed into one
+backward pass, so one optimiser step updates the shared weights once.
+
+Before elastic training starts, ``warmup_steps`` steps train the largest subnet alone; then the
+channels are reordered once by importance (``SuperNet.reorder_channels``, function unchanged)
+and the optimiser state is reset, so that narrow subnets start from the most important channels.
+Reordering is not repeated later: after sandwich training, a narrow subnet's channels are
+co-adapted as a prefix, and a new order would break that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from srsearch.errors import UserError
+from srsearch.metrics import calculate_psnr, tensor_to_uint8
+from supernet.network import SuperNet
+from supernet.space import ArchConfig, SearchSpace
+
+FORMAT = "srsearch.supernet/1"
+
+
+def space_to_dict(space: SearchSpace) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()}
+
+
+def space_from_dict(d: dict[str, Any]) -> SearchSpace:
+    return SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def val_archs(space: SearchSpace, n: int = 3, seed: int = 1234) -> list[tuple[str, ArchConfig]]:
+    """The subnets validation reports: largest, smallest and ``n`` fixed random ones."""
+    rng = random.Random(seed)
+    archs = [("max", space.max_arch()), ("min", space.min_arch())]
+    return archs + [(f"rand{i}", space.sample(rng)) for i in range(n)]
+
+
+class SupernetModule(L.LightningModule):
+    """The supernet under the sandwich rule with in-place distillation."""
+
+    def __init__(
+        self,
+        space: dict[str, Any],
+        lr: float = 1e-3,
+        max_steps: int = 3000,
+        k_random: int = 2,
+        distill: float = 0.5,
+        warmup_steps: int = 300,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.space = space_from_dict(space)
+        self.supernet = SuperNet(self.space)
+        self.scale = self.space.scale
+        self._val_archs = val_archs(self.space)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x)
+
+    def _rng(self) -> random.Random:
+        # Same subnets on every DDP rank (weights stay in sync), new ones each step.
+        return random.Random(self.hparams.seed * 1_000_003 + self.global_step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.global_step == self.hparams.warmup_steps and self.hparams.warmup_steps > 0:
+            self.supernet.reorder_channels()
+            self.optimizers().optimizer.state.clear()  # moments belong to the old order
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        lr, hr = batch[0], batch[1]
+        self.supernet.set_active_subnet(self.supernet.max_arch())
+        teacher = self.supernet(lr)
+        loss = F.l1_loss(teacher, hr)
+        self.log("train/loss_max", loss, prog_bar=True)
+        if self.global_step < self.hparams.warmup_steps:
+            return loss
+        rng = self._rng()
+        students = [self.supernet.min_arch()]
+        students += [self.space.sample(rng) for _ in range(self.hparams.k_random)]
+        target = teacher.detach()
+        a = self.hparams.distill
+        for arch in students:
+            self.supernet.set_active_subnet(arch)
+            out = self.supernet(lr)
+            loss = loss + (1 - a) * F.l1_loss(out, hr) + a * F.l1_loss(out, target)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        lr, hr = batch[0], batch[1]
+        ref = tensor_to_uint8(hr[0])
+        psnrs = []
+        for name, arch in self._val_archs:
+            self.supernet.set_active_subnet(arch)
+            psnr = calculate_psnr(tensor_to_uint8(self.supernet(lr)[0]), ref, self.scale)
+            psnrs.append(psnr)
+            self.log(
+                f"val/psnr_{name}",
+                psnr,
+                sync_dist=True,
+                batch_size=1,
+                prog_bar=name in ("max", "min"),
+            )
+        self.log("val/psnr", sum(psnrs) / len(psnrs), sync_dist=True, batch_size=1)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.supernet.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, self.hparams.max_steps), eta_min=self.hparams.lr * 0.01
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def save_supernet(net: SuperNet, path: Path, extra: dict[str, Any] | None = None) -> Path:
+    """``{"format", "space", "state_dict", "extra"}``; loads with ``weights_only=True``."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "space": json.dumps(space_to_dict(net.space)),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "extra": json.dumps(extra or {}),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_supernet(path: Path) -> SuperNet:
+    """A trained supernet from ``supernet.pt``, a run directory, or a Lightning checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "supernet.pt"
+    if not path.is_file():
+        raise UserError(f"supernet {path} does not exist; train one with `srsearch supernet`")
+    if path.suffix == ".ckpt":
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        space = space_from_dict(ckpt["hyper_parameters"]["space"])
+        state = {k.removeprefix("supernet."): v for k, v in ckpt["state_dict"].items()}
+    else:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise UserError(f"{path} is not an srsearch supernet file ({FORMAT})")
+        space, state = space_from_dict(json.loads(payload["space"])), payload["state_dict"]
+    net = SuperNet(space)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def train_supernet(
+    space: SearchSpace,
+    cfg: Any,
+    out: Path,
+    *,
+    resume: bool = False,
+    k_random: int = 2,
+    distill: float = 0.5,
+    warmup_steps: int | None = None,
+) -> dict[str, Any]:
+    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
+    from srsearch.training import SRDataModule, check_out_dir, make_trainer
+
+    out = Path(out)
+    if cfg.strategy == "ddp":
+        # Each step touches only some block types and widths: DDP must expect unused weights.
+        cfg = replace(cfg, strategy="ddp_find_unused_parameters_true")
+    ckpt_path = check_out_dir(out, resume, final="supernet.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    warmup = cfg.max_steps // 10 if warmup_steps is None else warmup_steps
+    module = SupernetModule(
+        space_to_dict(space),
+        lr=cfg.lr,
+        max_steps=cfg.max_steps,
+        k_random=k_random,
+        distill=distill,
+        warmup_steps=warmup,
+        seed=cfg.seed,
+    )
+    trainer = make_trainer(cfg, out)
+    (out / "train_config.json").write_text(
+        json.dumps(
+            {
+                "space": space_to_dict(space),
+                "train": asdict(cfg),
+                "k_random": k_random,
+                "distill": distill,
+                "warmup_steps": warmup,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    trainer.fit(module, datamodule=SRDataModule(cfg), ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    summary = {
+        "steps": int(trainer.global_step),
+        "world_size": int(trainer.world_size),
+        **{k: metrics.get(k, math.nan) for k in sorted(metrics)},
+    }
+    if trainer.is_global_zero:
+        save_supernet(module.supernet, out / "supernet.pt", extra=summary)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary

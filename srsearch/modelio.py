@@ -20,7 +20,8 @@ FORMAT = "srsearch.model/1"
 
 
 def save_model(model: nn.Module, path: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``{"format", "config", "state_dict", "extra"}`` atomically. ``model`` has ``config()``."""
+    """Write ``{"format", "config", "state_dict", "extra"}`` atomically; ``model`` has
+    ``config()``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -47,19 +48,26 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
         raise UserError(f"cannot read model file {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not an srsearch model file (format {FORMAT}); export it with "
-                        "`srsearch train` or `srsearch search`")
+        raise UserError(
+            f"{path} is not an srsearch model file (format {FORMAT}); export it with "
+            "`srsearch train` or `srsearch search`"
+        )
     model = build_model(json.loads(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), json.loads(payload.get("extra", "{}"))
 
 
 def resolve_model(spec: str, scale: int) -> tuple[nn.Module, str]:
-    """A model from a preset name (untrained unless parameter-free), a config JSON, a model.pt, or
-    a run directory holding ``model.pt``. Returns (model in eval mode, a display name)."""
+    """A model from a preset name (untrained unless parameter-free), a config JSON, a model.pt, a
+    run directory holding ``model.pt``, or a ``.tflite`` file from ``srsearch export`` (run tile
+    by tile, see :mod:`srsearch.tflite_model`). Returns (model in eval mode, a display name)."""
     from srsearch.models import build_model, preset_config, presets
 
     p = Path(spec)
+    if p.suffix == ".tflite":
+        from srsearch.tflite_model import TFLiteModel
+
+        return TFLiteModel(p).eval(), p.stem
     if p.is_dir() and (p / "model.pt").is_file():
         p = p / "model.pt"
     if p.suffix == ".pt" or p.is_file() and p.suffix != ".json":

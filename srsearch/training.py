@@ -196,9 +196,13 @@ def make_trainer(cfg: TrainConfig, out: Path, callbacks: list | None = None) -> 
     )
 
 
-def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool = False
-          ) -> dict[str, Any]:
-    """Train ``model_config`` as ``cfg`` says into run directory ``out``; returns the summary."""
+def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool = False,
+          init_state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train ``model_config`` as ``cfg`` says into run directory ``out``; returns the summary.
+
+    ``init_state`` starts from given weights (e.g. a subnet's inherited supernet weights) instead
+    of a random init; a resumed run takes its weights from the checkpoint instead.
+    """
     from srsearch.modelio import save_model
 
     out = Path(out)
@@ -206,6 +210,8 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SRModule(model_config, lr=cfg.lr, max_steps=cfg.max_steps)
+    if init_state is not None:
+        module.model.load_state_dict(init_state)
     data = SRDataModule(cfg)
     trainer = make_trainer(cfg, out)
     (out / "train_config.json").write_text(json.dumps(

@@ -1,0 +1,357 @@
+"""One search run directory: stage 2, stage 3, fine-tuning, evaluation, report.
+
+``run_search`` writes into RUN_DIR, each step skipped when its output exists (so a killed run
+reruns only what is missing, and a stage interrupted mid-way resumes from ``search.db``):
+
+| file | what |
+|---|---|
+| ``config.json`` | the `RunConfig`, the supernet's space, the predictor's target |
+| ``search.db`` | Optuna SQLite storage: studies ``stage2`` and ``stage3`` |
+| ``arch.json`` | the stage-2 architecture (`ArchConfig` JSON) |
+| ``prune.json`` | the stage-3 decision (`PruneConfig` JSON) |
+| ``finetune/`` | the fine-tuning run (Lightning checkpoints and logs) |
+| ``model.pt`` | the compact model, config + state dict (`srsearch.modelio`) |
+| ``trials.csv`` | every finished trial of both stages |
+| ``pareto.png`` | PSNR against predicted latency of the stage-2 trials, choice marked |
+| ``summary.json`` | latency (predicted, measured if a device is given), PSNR/SSIM, wall times |
+
+PSNRs in ``trials.csv`` and the plot are the search's (inherited weights, center crops);
+``summary.json``'s ``psnr``/``ssim`` are the final model's on whole validation images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from srsearch.errors import UserError
+from srsearch.search._optuna import LatencyPredictor, load_study, record
+from srsearch.search.evaluator import SubnetEvaluator
+from srsearch.search.pruning import PruneConfig, apply_pruning
+from srsearch.search.stage2 import (
+    SAMPLERS,
+    STUDY_NAME,
+    Stage2Config,
+    Stage2Result,
+    search_architecture,
+    stage2_result,
+)
+from supernet.network import SuperNet
+from supernet.space import ArchConfig, macs, params
+
+# Settings that change what a finished step holds; a resumed run must keep them.
+_FIXED = ("budget_ms", "data", "crop", "sampler", "stage3_sampler", "seed", "max_ratio")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of `run_search`; each field is a ``srsearch search`` flag of the same name.
+
+    Attributes:
+        budget_ms: Latency budget on the predictor's target.
+        data: Data spec; its val split scores candidates, its train split fine-tunes.
+        trials: Stage-2 finished trials in total.
+        stage3_trials: Stage-3 finished trials (0: no pruning search).
+        finetune_steps: Fine-tuning steps (0: keep the inherited weights).
+        sampler: Stage-2 sampler (`stage2.SAMPLERS`).
+        stage3_sampler: "gp" or "tpe".
+        crop: LR side of the center crops the search scores on (None: whole images).
+        max_ratio: Largest stage-3 pruning ratio per group.
+        seed: Seed of samplers and fine-tuning.
+        batch_size, lr_patch, lr: Fine-tuning batch, LR patch side and learning rate.
+        distill: Fine-tuning distillation weight from the supernet's largest subnet (0: off).
+        accelerator, devices: Lightning Trainer flags for fine-tuning.
+    """
+
+    budget_ms: float
+    data: str = "builtin"
+    trials: int = 200
+    stage3_trials: int = 40
+    finetune_steps: int = 1000
+    sampler: str = "tpe"
+    stage3_sampler: str = "gp"
+    crop: int | None = 64
+    max_ratio: float = 0.75
+    seed: int = 0
+    batch_size: int = 16
+    lr_patch: int = 48
+    lr: float = 2e-4
+    distill: float = 0.0
+    accelerator: str = "cpu"
+    devices: int | str = 1
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--budget-ms": (self.budget_ms > 0, "positive"),
+            "--trials": (self.trials >= 1, "at least 1"),
+            "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
+            "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
+            "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+            "--stage3-sampler": (self.stage3_sampler in ("gp", "tpe"), "gp or tpe"),
+            "--crop": (self.crop is None or self.crop >= 16, "at least 16 (or none)"),
+            "--max-ratio": (0 <= self.max_ratio < 1, "in [0, 1)"),
+            "--distill": (0 <= self.distill <= 1, "in [0, 1]"),
+        }
+        for flag, (ok, need) in checks.items():
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise UserError(f"{flag} {value} is invalid: it must be {need}")
+
+
+def _write_text(text: str, path: Path) -> None:
+    """Atomic write, so a killed run never leaves half a file that would mark a step done."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    _write_text(json.dumps(obj, indent=2, default=str), path)
+
+
+def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
+    path = out / "config.json"
+    if path.is_file():
+        if not resume:
+            raise UserError(f"--out {out} already holds a search run; pass --resume to continue "
+                            "it or choose another --out")
+        have = json.loads(path.read_text())
+        diff = [k for k in (*_FIXED, "space") if have.get(k) != config.get(k)]
+        if diff:
+            details = "; ".join(f"{k}: {have.get(k)!r} -> {config.get(k)!r}" for k in diff)
+            raise UserError(f"--resume {out}: settings differ from the run's ({details}); "
+                            "resume with the same settings or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(config, path)
+
+
+def _csv_fields() -> list[str]:
+    return ["stage", "number", "feasible", "latency_ms", "psnr", "ssim", "scored", "arch",
+            "ratios"]
+
+
+def write_trials_csv(path: Path, stages: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+    rows = [{"stage": stage, **r, "ratios": json.dumps(r["ratios"]) if "ratios" in r else ""}
+            for stage, recs in stages.items() for r in recs]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_csv_fields())
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _appender(path: Path, stage: str):
+    """on_trial callback appending one row per finished trial (rewritten whole at the end)."""
+    def on_trial(t) -> None:
+        new = not path.is_file()
+        r = record(t)
+        if stage == "stage3":
+            r["ratios"] = json.dumps(dict(t.params))
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=_csv_fields())
+            if new:
+                w.writeheader()
+            w.writerow({"stage": stage, **r})
+    return on_trial
+
+
+def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
+                chosen: tuple[float, float], final: tuple[float, float] | None = None,
+                baselines: Mapping[str, tuple[float, float]] | None = None) -> None:
+    """PSNR against predicted latency of the feasible stage-2 trials, the front, the budget,
+    the chosen point (and the pruned one), and baselines given as name -> (ms, PSNR)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted({(r["latency_ms"], r["psnr"]) for r in trials if r["feasible"]})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if pts:
+        ax.scatter(*zip(*pts, strict=True), s=12, c="0.6", label="stage-2 candidates")
+        front, best = [], -math.inf
+        for ms, p in pts:
+            if p > best:
+                front.append((ms, p))
+                best = p
+        ax.step(*zip(*front, strict=True), where="post", c="0.3", lw=1, label="front")
+    ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, c="tab:red", zorder=3,
+               label="stage-2 choice")
+    if final is not None and final != chosen:
+        ax.scatter([final[0]], [final[1]], marker="D", s=60, c="tab:blue", zorder=3,
+                   label="after stage-3 pruning")
+    for name, (ms, p) in (baselines or {}).items():
+        ax.scatter([ms], [p], marker="s", s=40, c="tab:green", zorder=3)
+        ax.annotate(name, (ms, p), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("Y-PSNR, inherited weights (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def measure_latency(model, device, lr_hw: tuple[int, int], out: Path) -> dict[str, Any]:
+    """Export ``model`` to LiteRT at LR ``lr_hw`` and time it on ``device`` (a `Device`)."""
+    from srsearch import tflite
+
+    path = tflite.convert(model, (1, 3, *lr_hw), out / "model.tflite")
+    result = device.benchmark([path])[0]
+    return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
+            "lr_hw": list(lr_hw), "result": result.to_dict()}
+
+
+def run_search(
+    supernet: SuperNet,
+    predictor: LatencyPredictor,
+    cfg: RunConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    device: Any = None,
+    baselines: Mapping[str, tuple[float, float]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the whole search into ``out``; returns the summary.
+
+    Args:
+        supernet: The trained stage-1 supernet.
+        predictor: Latency model of the target (``predict(arch) -> ms``).
+        device: An `android_bench.Device` to measure the final model on, or None.
+        baselines: name -> (latency ms, PSNR) to mark on the plot.
+    """
+    from srsearch.datasets import load_images
+    from srsearch.modelio import load_model_file, save_model
+    from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
+    from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
+
+    out = Path(out)
+    space = supernet.space
+    scale = space.scale
+    config = {**asdict(cfg), "space": repr(space),
+              "target": getattr(predictor, "fingerprint_id", None)}
+    _check_run_dir(out, config, resume)
+    supernet = supernet.eval()
+    images = load_images(cfg.data, scale, "val")
+    evaluator = SubnetEvaluator(supernet, images, scale, crop=cfg.crop)
+    db = out / "search.db"
+    csv_path = out / "trials.csv"
+
+    # --- stage 2 ---
+    s2cfg = Stage2Config(budget_ms=cfg.budget_ms, n_trials=cfg.trials, sampler=cfg.sampler,
+                         seed=cfg.seed)
+    arch_path = out / "arch.json"
+    if arch_path.is_file():
+        s2 = stage2_result(load_study(db, STUDY_NAME))
+    else:
+        s2 = search_architecture(space, predictor, evaluator, s2cfg, db,
+                                 on_trial=_appender(csv_path, "stage2"), progress=progress)
+        _write_text(json.dumps(s2.arch.to_dict(), indent=2), arch_path)
+    arch = ArchConfig.from_json(arch_path.read_text())
+    subnet = supernet.get_active_subnet(arch).eval()
+
+    # --- stage 3 ---
+    floors = space_floors(space)
+    prune_path = out / "prune.json"
+    if prune_path.is_file():
+        study = load_study(db, STAGE3_STUDY)
+        s3 = stage3_result(study, subnet, floors) if study is not None else None
+    elif cfg.stage3_trials > 0:
+        s3 = search_pruning(subnet, predictor, evaluator.scorer, cfg.budget_ms,
+                            cfg.stage3_trials, db, floors=floors, max_ratio=cfg.max_ratio,
+                            sampler=cfg.stage3_sampler, seed=cfg.seed,
+                            on_trial=_appender(csv_path, "stage3"), progress=progress)
+        _write_text(s3.prune.to_json(), prune_path)
+    else:
+        s3 = None
+        _write_text(PruneConfig(arch).to_json(), prune_path)
+    prune = PruneConfig.from_json(prune_path.read_text())
+    write_trials_csv(csv_path, {"stage2": s2.trials, **({"stage3": s3.trials} if s3 else {})})
+
+    # --- fine-tune ---
+    model_path = out / "model.pt"
+    if not model_path.is_file():
+        compact = apply_pruning(subnet, prune).eval()
+        ft: dict[str, Any] = {"steps": 0}
+        if cfg.finetune_steps > 0:
+            from srsearch.search.finetune import finetune
+            from srsearch.training import TrainConfig
+
+            tcfg = TrainConfig(data=cfg.data, scale=scale, max_steps=cfg.finetune_steps,
+                               batch_size=cfg.batch_size, lr_patch=cfg.lr_patch, lr=cfg.lr,
+                               val_every=cfg.finetune_steps,
+                               ckpt_every=max(1, min(100, cfg.finetune_steps)),
+                               seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices)
+            teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
+            t0 = time.perf_counter()
+            compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
+                                   distill=cfg.distill)
+            ft["wall_s_last_start"] = time.perf_counter() - t0
+        save_model(compact, model_path, extra={"finetune": ft, "arch": arch.to_dict(),
+                                                "prune": prune.to_dict()})
+    model, extra = load_model_file(model_path)
+
+    # --- evaluate, measure, report ---
+    from srsearch.evaluate import evaluate
+
+    final_arch = prune.pruned_arch()
+    lr_hw = tuple(getattr(predictor, "lr_hw", None) or _default_lr_hw(scale))
+    result = evaluate(model, images, scale)
+    measured = measure_latency(model, device, lr_hw, out) if device is not None else None
+    pred_ms = float(predictor.predict(final_arch))
+    final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
+    plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),
+                final_point, baselines)
+    stages = {"stage2": _stage_summary(s2), **({"stage3": _stage_summary(s3)} if s3 else {})}
+    summary = {
+        "budget_ms": cfg.budget_ms,
+        "target": config["target"],
+        "arch": arch.to_dict(),
+        "pruned_arch": final_arch.to_dict(),
+        "predicted_latency_ms": pred_ms,
+        "measured_latency_ms": measured["median_ms"] if measured else None,
+        "measured": measured,
+        "psnr": result["mean"]["psnr"],
+        "ssim": result["mean"]["ssim"],
+        "psnr_bicubic": result["mean"]["psnr_bicubic"],
+        "ssim_bicubic": result["mean"]["ssim_bicubic"],
+        "val_images": len(images),
+        "params": params(final_arch),
+        "macs": macs(final_arch, lr_hw),
+        "lr_hw": list(lr_hw),
+        "search_wall_s": sum(s["wall_s"] for s in stages.values()),
+        "candidates_scored": sum(s["n_scored"] for s in stages.values()),
+        "stages": stages,
+        "finetune": extra.get("finetune"),
+        "search_metric": f"Y-PSNR/SSIM with inherited weights on {cfg.crop}x{cfg.crop} LR "
+                         "center crops" if cfg.crop else "whole images",
+    }
+    _write_json(summary, out / "summary.json")
+    return summary
+
+
+def _stage_summary(r: Stage2Result | Any) -> dict[str, Any]:
+    return {"n_trials": r.n_trials, "n_feasible": r.n_feasible, "n_scored": r.n_scored,
+            "wall_s": r.wall_s, "latency_ms": r.latency_ms, "psnr": r.psnr, "ssim": r.ssim}
+
+
+def _default_lr_hw(scale: int) -> tuple[int, int]:
+    from srsearch.export import default_input_size
+
+    w, h = default_input_size(scale)
+    return h, w
+

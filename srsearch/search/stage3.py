@@ -1,0 +1,189 @@
+"""Stage 3: per-layer pruning ratios for the stage-2 architecture, by Bayesian optimisation.
+
+One ratio in [0, ``max_ratio``] per prunable channel group of the stage-2 subnet
+(`srsearch.search.pruning`: the trunk groups, i.e. the head with every res / same-width wide
+cell it feeds, and each conv or wide cell's output; every res and wide cell's inner width).
+A ratio becomes a width rounded to the multiple-of-4 grid and kept at or above the floor of its
+kind, and the channels with the largest L1 filter norms are kept (`prune_by_ratios`). The
+predicted latency of the pruned architecture must stay within the budget; the objective is the
+PSNR of the compact model with the inherited (kept) weights.
+
+The sampler is Optuna's ``GPSampler`` by default (``"gp"``): the parameters are few (up to
+~17 for depth 8), continuous and bounded, and every trial is deterministic, which is what a
+Gaussian process with log-EI handles best; constrained log-EI models the latency constraint
+too. ``"tpe"`` is available for comparison. The first trial is always the unpruned subnet
+(all ratios 0), so the result is never worse than stage 2's own candidate on the search
+images.
+
+Floors: pruned widths may go below the search space's minimum (the compact `SubNet` is
+standalone; any positive width is a valid `ArchConfig`), but a latency table only holds the
+widths of the space it was built for. `space_floors` gives the space's minima, what
+`srsearch search` uses; lower floors need a predictor that covers them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial
+
+from srsearch.errors import UserError
+from srsearch.search._optuna import (
+    INFEASIBLE_VALUE,
+    WALL_ATTR,
+    LatencyPredictor,
+    best_trial,
+    completed,
+    open_study,
+    record,
+    run_trials,
+)
+from srsearch.search.evaluator import ImageScorer, Score
+from srsearch.search.pruning import (
+    STEP,
+    PruneConfig,
+    apply_pruning,
+    channel_groups,
+    prune_by_ratios,
+)
+from supernet.space import SearchSpace
+from supernet.subnet import SubNet
+
+SAMPLERS: tuple[str, ...] = ("gp", "tpe")
+STUDY_NAME = "stage3"
+
+
+def space_floors(space: SearchSpace) -> dict[str, int]:
+    """Pruning floors per group kind = the space's smallest width of that kind."""
+    return {"trunk": min(space.widths), "res_inner": min(space.res_inners),
+            "wide_inner": min(space.wide_inners)}
+
+
+@dataclass
+class Stage3Result:
+    """The best feasible pruning decision and what the search did."""
+
+    prune: PruneConfig
+    latency_ms: float
+    psnr: float
+    ssim: float
+    n_trials: int
+    n_feasible: int
+    n_scored: int
+    wall_s: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prunable(model: SubNet, floors: Mapping[str, int]) -> list[str]:
+    """Groups whose width can shrink at all (low-rank groups follow their cell's width)."""
+    return [g.name for g in channel_groups(model.arch)
+            if g.kind != "low" and g.size > max(floors.get(g.kind, STEP), STEP)]
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "gp":
+        with warnings.catch_warnings():  # deterministic_objective is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise UserError(f"--stage3-sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def search_pruning(
+    model: SubNet,
+    predictor: LatencyPredictor,
+    scorer: ImageScorer,
+    budget_ms: float,
+    n_trials: int,
+    db: Path,
+    *,
+    floors: Mapping[str, int] | None = None,
+    max_ratio: float = 0.75,
+    sampler: str = "gp",
+    seed: int = 0,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    progress: bool = False,
+) -> Stage3Result:
+    """Run (or resume) stage 3 on ``model`` in SQLite file ``db``.
+
+    Args:
+        model: The stage-2 subnet with its inherited weights.
+        scorer: Scores compact models (the same images as stage 2).
+        floors: Smallest width per group kind (`space_floors`); default 4 for every kind.
+        max_ratio: Largest ratio per group.
+    """
+    if not 0.0 <= max_ratio < 1.0:
+        raise UserError(f"max_ratio {max_ratio} must be in [0, 1)")
+    if n_trials < 1:
+        raise UserError(f"--stage3-trials {n_trials} must be at least 1")
+    floors = dict(floors or {})
+    names = prunable(model, floors)
+    settings = {"budget_ms": budget_ms, "arch": model.arch.to_json(), "floors": floors,
+                "max_ratio": max_ratio, "sampler": sampler, "seed": seed}
+    study = open_study(db, STUDY_NAME, make_sampler(sampler, seed), settings)
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(dict.fromkeys(names, 0.0))  # the unpruned subnet first
+    known: dict[str, Score] = {}
+    for t in completed(study):
+        if t.user_attrs.get("feasible"):
+            known[t.user_attrs["arch"]] = Score(t.user_attrs["psnr"], t.user_attrs["ssim"])
+
+    def objective(trial: Trial) -> float:
+        ratios = {n: trial.suggest_float(n, 0.0, max_ratio) for n in names}
+        prune = prune_by_ratios(model, ratios, floors)
+        if prune is None:  # no valid rounding (see pruned_widths); rare
+            trial.set_user_attr("feasible", False)
+            trial.set_constraint("latency", 1.0)
+            return INFEASIBLE_VALUE
+        arch = prune.pruned_arch()
+        key = arch.to_json()
+        latency = float(predictor.predict(arch))
+        trial.set_user_attr("arch", key)
+        trial.set_user_attr("latency_ms", latency)
+        trial.set_constraint("latency", latency - budget_ms)
+        feasible = latency <= budget_ms
+        trial.set_user_attr("feasible", feasible)
+        if not feasible:
+            return INFEASIBLE_VALUE
+        scored = key not in known  # same widths -> same channels (importance is fixed)
+        if scored:
+            known[key] = scorer.score(apply_pruning(model, prune))
+        trial.set_user_attr("scored", scored)
+        trial.set_user_attr("psnr", known[key].psnr)
+        trial.set_user_attr("ssim", known[key].ssim)
+        return known[key].psnr
+
+    # Nothing to prune: one trial (the unpruned net) says all there is.
+    total = n_trials if names else 1
+    run_trials(study, objective, total, on_trial=on_trial, progress=progress,
+               description=f"stage 3 ({sampler})")
+    return stage3_result(study, model, floors)
+
+
+def stage3_result(study: optuna.Study, model: SubNet,
+                  floors: Mapping[str, int]) -> Stage3Result:
+    trials = completed(study)
+    best = best_trial(trials)
+    if best is None:
+        raise UserError("stage 3 found no pruning within the budget, not even none; the "
+                        "stage-2 architecture exceeds --budget-ms")
+    prune = prune_by_ratios(model, best.params, floors)
+    a = best.user_attrs
+    return Stage3Result(
+        prune=prune,
+        latency_ms=a["latency_ms"],
+        psnr=a["psnr"],
+        ssim=a["ssim"],
+        n_trials=len(trials),
+        n_feasible=sum(1 for t in trials if t.user_attrs.get("feasible")),
+        n_scored=sum(1 for t in trials if t.user_attrs.get("scored")),
+        wall_s=float(study.user_attrs.get(WALL_ATTR, 0.0)),
+        trials=[{**record(t), "ratios": dict(t.params)} for t in trials],
+    )
+

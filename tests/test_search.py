@@ -1,0 +1,382 @@
+"""Stages 2 and 3 on a tiny space: feasibility, caching, resume, pruning, the run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from srsearch.datasets import SRImage, bicubic_downscale
+from srsearch.errors import UserError
+from srsearch.search import (
+    PruneConfig,
+    RunConfig,
+    Stage2Config,
+    SubnetEvaluator,
+    apply_pruning,
+    channel_groups,
+    prune_by_ratios,
+    run_search,
+    search_architecture,
+    search_pruning,
+)
+from srsearch.search._optuna import load_study, open_study
+from srsearch.search.pruning import importance, pruned_widths
+from srsearch.search.stage2 import RegularizedEvolution, arch_params, make_sampler, mutate
+from supernet.network import SuperNet
+from supernet.space import ArchConfig, CellConfig, SearchSpace, macs
+from supernet.subnet import SubNet
+from tests.conftest import smooth_image
+
+SPACE = SearchSpace(scale=2, max_depth=2, widths=(8, 12), res_inners=(8, 12),
+                    wide_inners=(16, 20))
+BUDGET = 1.2  # ms of FakePredictor: min_arch 0.53, max_arch 1.85; about half the space fits
+
+
+class FakePredictor:
+    """ms = MACs at 16x16 LR / 1e6 + 0.1: linear in MACs like the real table to first order;
+    takes any multiple-of-4 widths."""
+
+    fingerprint_id = "fake-target"
+    lr_hw = (16, 16)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, arch: ArchConfig) -> float:
+        self.calls += 1
+        return macs(arch, self.lr_hw) / 1e6 + 0.1
+
+
+class Interrupt(Exception):
+    """Stands in for a kill in the middle of a trial."""
+
+
+class CheckedEvaluator(SubnetEvaluator):
+    """Counts scores, refuses infeasible archs, and can be told to die at its n-th score."""
+
+    def __init__(self, *args, predictor=None, die_at: int | None = None, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.predictor, self.die_at, self.asked = predictor, die_at, []
+
+    def score(self, arch):
+        assert self.predictor.predict(arch) <= BUDGET, "an infeasible arch was scored"
+        if self.die_at is not None and len(self.asked) + 1 == self.die_at:
+            raise Interrupt
+        if arch.to_json() not in self.cache:
+            self.asked.append(arch.to_json())
+        return super().score(arch)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The nets here are tiny: one thread avoids thread start-up and contention on a busy
+    host (a 16x16 conv took 40 ms with 2 threads on a loaded 2-core machine, <1 ms with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def supernet() -> SuperNet:
+    torch.manual_seed(0)
+    net = SuperNet(SPACE)
+    net.reorder_channels()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[SRImage]:
+    rng = np.random.default_rng(1)
+    hrs = [smooth_image(rng, 32, 32) for _ in range(2)]
+    return [SRImage(f"im{i}", hr, bicubic_downscale(hr, 2)) for i, hr in enumerate(hrs)]
+
+
+def _evaluator(supernet, images, **kw) -> CheckedEvaluator:
+    return CheckedEvaluator(supernet, images, 2, crop=None, predictor=FakePredictor(), **kw)
+
+
+# --- stage 2 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "evolution", "random"])
+def test_stage2_scores_only_feasible_archs_once_each(sampler, supernet, images, tmp_path):
+    pred, ev = FakePredictor(), _evaluator(supernet, images)
+    r = search_architecture(SPACE, pred, ev, Stage2Config(BUDGET, n_trials=14, sampler=sampler),
+                            tmp_path / "search.db")
+    assert r.n_trials == len(r.trials) == 14
+    feasible = [t for t in r.trials if t["feasible"]]
+    assert all(t["latency_ms"] <= BUDGET for t in feasible)
+    assert all(t["latency_ms"] > BUDGET and t["psnr"] is None for t in r.trials
+               if not t["feasible"])
+    distinct = {t["arch"] for t in feasible}
+    # one evaluator call per distinct feasible architecture, none for repeats or infeasible
+    assert ev.calls == len(ev.asked) == len(distinct) == r.n_scored
+    assert sorted(ev.asked) == sorted(distinct)
+    assert r.latency_ms <= BUDGET
+    assert r.psnr == max(t["psnr"] for t in feasible)
+    assert r.arch == ArchConfig.from_json(max(feasible, key=lambda t: t["psnr"])["arch"])
+    if sampler == "evolution":  # constraint-aware proposals: nothing infeasible is proposed
+        assert len(feasible) == 14
+    else:
+        assert len(feasible) < 14  # the budget binds, so the test means something
+
+
+def test_impossible_budget_names_the_smallest_latency(supernet, images, tmp_path):
+    pred = FakePredictor()
+    low = pred.predict(SPACE.min_arch())
+    with pytest.raises(UserError) as e:
+        search_architecture(SPACE, pred, _evaluator(supernet, images), Stage2Config(0.3),
+                            tmp_path / "search.db")
+    msg = str(e.value)
+    assert f"{low:.2f} ms" in msg and "0.3 ms" in msg and "fake-target" in msg
+    assert "raise --budget-ms" in msg
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "evolution"])
+def test_killed_search_resumes_to_the_same_trial_count(sampler, supernet, images, tmp_path):
+    cfg = Stage2Config(BUDGET, n_trials=6, sampler=sampler, n_startup=3, population=3,
+                       tournament=2)
+    whole = search_architecture(SPACE, FakePredictor(), _evaluator(supernet, images), cfg,
+                                tmp_path / "whole.db")
+    db = tmp_path / "killed.db"
+    first = _evaluator(supernet, images, die_at=3)
+    with pytest.raises(Interrupt):
+        search_architecture(SPACE, FakePredictor(), first, cfg, db)
+    # a second kind of kill: a trial left RUNNING by a dead process
+    study = open_study(db, "stage2", make_sampler(sampler, 0), _settings(cfg))
+    study.ask()
+    second = _evaluator(supernet, images)
+    resumed = search_architecture(SPACE, FakePredictor(), second, cfg, db)
+    states = [t.state.name for t in load_study(db, "stage2").get_trials()]
+    assert resumed.n_trials == whole.n_trials == 6
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 2
+    # what the first run scored is not scored again
+    assert not set(first.asked) & set(second.asked)
+    if sampler == "evolution":  # seeded by the number of finished trials: same search
+        assert [t["arch"] for t in resumed.trials] == [t["arch"] for t in whole.trials]
+
+
+def _settings(cfg: Stage2Config) -> dict:
+    return {"budget_ms": cfg.budget_ms, "sampler": cfg.sampler, "seed": cfg.seed,
+            "space": repr(SPACE), "n_startup": cfg.n_startup, "population": cfg.population,
+            "tournament": cfg.tournament}
+
+
+def test_resume_with_other_settings_is_refused(supernet, images, tmp_path):
+    db = tmp_path / "search.db"
+    search_architecture(SPACE, FakePredictor(), _evaluator(supernet, images),
+                        Stage2Config(BUDGET, n_trials=2), db)
+    with pytest.raises(UserError, match="budget_ms: stored 1.2, now 1.5"):
+        search_architecture(SPACE, FakePredictor(), _evaluator(supernet, images),
+                            Stage2Config(1.5, n_trials=2), db)
+
+
+def test_mutation_and_params_stay_in_the_space():
+    import random
+
+    rng = random.Random(0)
+    arch = SPACE.min_arch()
+    for _ in range(200):
+        child = mutate(SPACE, arch, rng)
+        assert SPACE.contains(child) and child != arch
+        assert set(arch_params(child)) >= {"depth", "head_width", "c0_block"}
+        arch = child
+
+
+def test_evolution_proposals_are_feasible_and_novel():
+    pred = FakePredictor()
+    evo = RegularizedEvolution(SPACE, pred, BUDGET, population=4, tournament=2)
+    archs = [evo.propose([]) for _ in range(3)]
+    assert all(pred.predict(a) <= BUDGET for a in archs)
+
+
+# --- stage 3: pruning as data ----------------------------------------------------------------
+
+ARCH = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("conv", 12),
+                          CellConfig("wide", 8, 20), CellConfig("res", 8, 8)))
+
+
+def _subnet(arch: ArchConfig = ARCH) -> SubNet:
+    torch.manual_seed(3)
+    return SubNet(arch).eval()
+
+
+def test_channel_groups_tie_residual_cells():
+    groups = {g.name: (g.kind, g.size, g.where) for g in channel_groups(ARCH)}
+    assert groups == {
+        "trunk0": ("trunk", 12, (0, 1)),  # head + res cell 0
+        "trunk2": ("trunk", 12, (2,)),  # conv cell 1's output, read by the wide cell
+        "trunk3": ("trunk", 8, (3, 4)),  # wide 12->8 (no identity) + res cell 3
+        "cells.0.inner": ("res_inner", 12, (0,)),
+        "cells.2.inner": ("wide_inner", 20, (2,)),
+        "cells.2.low": ("low", 8, (2,)),
+        "cells.3.inner": ("res_inner", 8, (3,)),
+    }
+
+
+def test_prune_config_json_round_trip():
+    prune = prune_by_ratios(_subnet(), {"trunk0": 0.5, "cells.2.inner": 0.4})
+    again = PruneConfig.from_json(prune.to_json())
+    assert again == prune
+    assert again.pruned_arch() == prune.pruned_arch()
+    d = json.loads(prune.to_json())
+    assert d["pruned_arch"]["head_width"] == 8 and d["ratios"]["trunk0"] == 0.5
+    d["keep"]["trunk0"] = [0, 99]
+    with pytest.raises(UserError, match="trunk0"):
+        PruneConfig.from_dict(d)
+
+
+def test_zero_ratios_keep_the_function(supernet):
+    x = torch.rand(2, 3, 9, 11)
+    for arch in (ARCH, SPACE.max_arch()):
+        sub = _subnet(arch) if arch is ARCH else supernet.get_active_subnet(arch).eval()
+        prune = prune_by_ratios(sub, dict.fromkeys((g.name for g in channel_groups(arch)), 0.0))
+        assert prune.keep == {} and prune.pruned_arch() == arch
+        compact = apply_pruning(sub, prune)
+        torch.testing.assert_close(compact(x), sub(x), atol=0, rtol=0)
+    supernet.set_active_subnet(SPACE.max_arch())
+    torch.testing.assert_close(compact(x), supernet(x), atol=1e-5, rtol=0)
+
+
+def test_ratios_give_expected_widths_and_keep_top_l1_channels():
+    sub = _subnet()
+    floors = {"trunk": 4, "res_inner": 4, "wide_inner": 16}
+    ratios = {"trunk0": 0.5, "trunk2": 0.75, "cells.0.inner": 0.3, "cells.2.inner": 0.75}
+    prune = prune_by_ratios(sub, ratios, floors)
+    # 12 * 0.5 = 6 -> 8 (half up on the grid of 4); 12 * 0.25 = 3 -> 4; 12 * 0.7 = 8.4 -> 8;
+    # wide inner 20 * 0.25 = 5 -> 4 -> floor 16; trunk3 unpruned, so low = wide_low(8) = 8
+    assert prune.pruned_arch() == ArchConfig(2, 8, (
+        CellConfig("res", 8, 8), CellConfig("conv", 4), CellConfig("wide", 8, 16),
+        CellConfig("res", 8, 8)))
+    groups = {g.name: g for g in channel_groups(ARCH)}
+    for name, n in (("trunk0", 8), ("cells.0.inner", 8), ("trunk2", 4), ("cells.2.inner", 16)):
+        imp = importance(sub, groups[name])
+        top = sorted(torch.argsort(imp, descending=True)[:n].tolist())
+        assert list(prune.keep[name]) == top
+    # trunk0 ranks head and res conv2 filters together; both keep the same channels
+    head_imp = sub.head.weight.abs().sum((1, 2, 3)) + sub.cells[0].conv2.weight.abs().sum(
+        (1, 2, 3))
+    assert list(prune.keep["trunk0"]) == sorted(torch.topk(head_imp, 8).indices.tolist())
+    compact = apply_pruning(sub, prune)
+    keep0, inner0 = list(prune.keep["trunk0"]), list(prune.keep["cells.0.inner"])
+    torch.testing.assert_close(compact.head.weight, sub.head.weight[keep0])
+    torch.testing.assert_close(compact.cells[0].conv2.weight,
+                               sub.cells[0].conv2.weight[keep0][:, inner0])
+    assert compact(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+
+
+def test_pruning_never_adds_an_identity_to_a_wide_cell():
+    arch = ArchConfig(2, 12, (CellConfig("wide", 8, 16),))  # 12 -> 8: no identity
+    widths = pruned_widths(arch, {"trunk0": 0.34}, {"trunk": 4})  # 12 -> 8 == out
+    assert widths["trunk0"] == 8 and widths["trunk1"] == 4  # out moved a step down
+    prune = prune_by_ratios(_subnet(arch), {"trunk0": 0.34}, {"trunk": 8})
+    assert prune is None  # 8 is both the floor and the out width: no valid rounding
+
+
+def test_stage3_starts_unpruned_and_stays_in_budget(supernet, images, tmp_path):
+    arch = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("wide", 12, 20)))
+    sub = supernet.get_active_subnet(arch).eval()
+    pred = FakePredictor()
+    budget = pred.predict(arch) * 0.9  # the unpruned net does not fit: pruning must
+    ev = _evaluator(supernet, images)
+    r = search_pruning(sub, pred, ev.scorer, budget, 5, tmp_path / "search.db",
+                       floors={"trunk": 4, "res_inner": 4, "wide_inner": 4})
+    assert r.n_trials == 5
+    assert r.trials[0]["ratios"] == {"trunk0": 0.0, "cells.0.inner": 0.0, "cells.1.inner": 0.0}
+    assert not r.trials[0]["feasible"]
+    assert r.latency_ms <= budget
+    assert r.latency_ms == pred.predict(r.prune.pruned_arch())
+    assert r.psnr == max(t["psnr"] for t in r.trials if t["feasible"])
+    assert ev.scorer.score(apply_pruning(sub, r.prune)).psnr == pytest.approx(r.psnr)
+
+
+# --- the run directory -----------------------------------------------------------------------
+
+
+def test_run_writes_every_output_and_resumes(supernet, image_dir, tmp_path):
+    from srsearch.models import build_model
+
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=5, stage3_trials=3,
+                    finetune_steps=2, batch_size=2, lr_patch=8, crop=16, seed=0)
+    s = run_search(supernet, FakePredictor(), cfg, out, baselines={"espcn": (0.9, 20.0)})
+    for name in ("config.json", "search.db", "arch.json", "prune.json", "model.pt",
+                 "trials.csv", "pareto.png", "summary.json"):
+        assert (out / name).is_file(), name
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    arch = ArchConfig.from_json((out / "arch.json").read_text())
+    prune = PruneConfig.from_json((out / "prune.json").read_text())
+    assert prune.arch == arch and SPACE.contains(arch)
+    payload = torch.load(out / "model.pt", weights_only=True)
+    config = json.loads(payload["config"])
+    assert config == {"family": "subnet", "scale": 2, "arch": prune.pruned_arch().to_dict()}
+    build_model(config).load_state_dict(payload["state_dict"])
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["stage"] for r in rows] == ["stage2"] * 5 + ["stage3"] * 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(s))
+    assert summary["predicted_latency_ms"] <= BUDGET
+    assert summary["predicted_latency_ms"] == FakePredictor().predict(prune.pruned_arch())
+    assert summary["measured_latency_ms"] is None
+    assert 5 < summary["psnr"] < 60 and 0 < summary["ssim"] <= 1
+    assert summary["stages"]["stage2"]["n_trials"] == 5
+    assert summary["stages"]["stage3"]["n_trials"] == 3
+    assert summary["candidates_scored"] == sum(
+        r["scored"] == "True" for r in rows)
+    assert summary["finetune"]["steps"] == 2
+    assert summary["search_wall_s"] > 0
+    # a finished run is not redone, and not overwritten without --resume
+    mtime = (out / "model.pt").stat().st_mtime_ns
+    again = run_search(supernet, FakePredictor(), cfg, out, resume=True)
+    assert (out / "model.pt").stat().st_mtime_ns == mtime
+    assert again["pruned_arch"] == summary["pruned_arch"]
+    with pytest.raises(UserError, match="--resume"):
+        run_search(supernet, FakePredictor(), cfg, out)
+    with pytest.raises(UserError, match="budget_ms"):
+        run_search(supernet, FakePredictor(), RunConfig(budget_ms=1.0, data=str(image_dir)),
+                   out, resume=True)
+
+
+class FakeDevice:
+    def fingerprint_id(self) -> str:
+        return "fake-phone"
+
+    def benchmark(self, paths, runs=20, warmup=3, on_result=None):
+        from android_bench import BenchResult
+
+        return [BenchResult.from_samples(Path(p), [4.0, 5.0, 6.0]) for p in paths]
+
+
+def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
+    from srsearch import tflite
+    from srsearch.cli import main
+    from srsearch.commands import search as command
+    from supernet.training import save_supernet
+
+    monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
+    monkeypatch.setattr(tflite, "convert", lambda model, shape, path, **kw: Path(path))
+    import android_bench
+
+    monkeypatch.setattr(android_bench, "device_from_target", lambda target: FakeDevice())
+    save_supernet(supernet, tmp_path / "supernet.pt")
+    out = tmp_path / "run"
+    args = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--lut", "unused.json",
+            "--budget-ms", str(BUDGET), "--data", str(image_dir), "--out", str(out),
+            "--trials", "3", "--stage3-trials", "0", "--finetune-steps", "0", "--crop", "16",
+            "--sampler", "evolution", "--measure", "host", "--baseline", "espcn=0.9:20"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["measured_latency_ms"] == 5.0
+    assert summary["measured"]["device"] == "fake-phone"
+    assert summary["pruned_arch"] == summary["arch"]  # no stage 3: nothing pruned
+    assert "stage3" not in summary["stages"]
+    assert main(args) == 2  # exists: needs --resume
+    assert main([*args, "--resume"]) == 0
+    assert main([*args[:6], "0.1", *args[7:], "--resume"]) == 2
+

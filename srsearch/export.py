@@ -170,7 +170,7 @@ def export_tflite(
         log: Where progress lines go.
 
     Raises:
-        UserError: the conversion, a check or the GPU screen failed; no file is left behind.
+        UserError: the conversion, a check or the GPU screen failed; nothing is written.
     """
     from srsearch import tflite
     from srsearch.datasets import load_images
@@ -199,33 +199,35 @@ def export_tflite(
         ]
 
     d2s = depth_to_space and _d2s_applies(module, real, log)
+    # Convert and check under a temporary name: a failed check leaves the old export, if any.
+    part = out.with_name(f".{out.stem}.{os.getpid()}.part.tflite")
     started = time.perf_counter()
     tflite.convert(
         module,
         shape,
-        out,
+        part,
         channels_last_io=layout == "nhwc",
         precision=precision,
         representative=calib,
         depth_to_space=d2s,
     )
     convert_s = time.perf_counter() - started
-    log(f"converted in {convert_s:.1f} s: {out}")
+    log(f"converted in {convert_s:.1f} s")
     try:
-        ops = tflite.op_histogram(out)
+        ops = tflite.op_histogram(part)
         log("ops: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
-        gpu = tflite.gpu_report(out)
+        gpu = tflite.gpu_report(part)
         if not gpu.ok:
             _gpu_problem(gpu, out, allow_cpu_ops, log)
         checks = {
             "random": _compare(
                 module,
-                out,
+                part,
                 torch.rand(shape, generator=torch.Generator().manual_seed(1)),
                 layout,
                 precision,
             ),
-            "real": _compare(module, out, real, layout, precision),
+            "real": _compare(module, part, real, layout, precision),
         }
         for name, c in checks.items():
             bound = (
@@ -241,12 +243,11 @@ def export_tflite(
         if bad:
             raise tflite.ConversionError(
                 f"{out} ({precision}) disagrees with PyTorch on the {' and '.join(bad)} input "
-                f"beyond atol {tflite.ATOL[precision]:g}; the file is removed. Report the "
-                "model config."
+                f"beyond atol {tflite.ATOL[precision]:g}; not written. Report the model config."
             )
-        checks["psnr_val"] = _psnr_check(module, out, val[:val_images], scale, rf, log)
+        checks["psnr_val"] = _psnr_check(module, part, val[:val_images], scale, rf, log)
     except BaseException:
-        out.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise
 
     sidecar = {
@@ -276,6 +277,7 @@ def export_tflite(
             p: importlib.metadata.version(p) for p in ("torch", "litert-torch", "ai-edge-litert")
         },
     }
+    os.replace(part, out)
     _write_json(sidecar, sidecar_path(out))
     log(f"wrote {out} and {sidecar_path(out)}")
     return ExportResult(out, sidecar)

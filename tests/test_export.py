@@ -144,7 +144,8 @@ def test_int8_calibrates_and_reports_psnr_drop(saved: Path, tmp_path: Path, caps
     assert side["calibration"] == {"split": "train", "samples": 4}
     psnr = side["checks"]["psnr_val"]
     assert f"drop {psnr['drop_db']:.3f} dB" in printed
-    assert psnr["tflite"] > 20 and 0.0 < psnr["drop_db"] < 2.0  # int8 costs a little
+    # int8 moves PSNR a little either way (a trained ESPCN gained 0.08 dB on builtin val)
+    assert psnr["tflite"] > 20 and psnr["drop_db"] != 0.0 and abs(psnr["drop_db"]) < 1.0
     tiled = TFLiteModel(out)
     assert tiled.interpreter.get_input_details()[0]["dtype"] == np.int8  # static: int8 input
 
@@ -169,7 +170,7 @@ def test_unsupported_op_fails_unless_allowed(tmp_path: Path) -> None:
     out = tmp_path / "argmax.tflite"
     with pytest.raises(UserError, match=r"(?s)ARG_MAX.*not supported.*--allow-cpu-ops"):
         export_tflite(ArgMaxSR(), out, input_size=SIZE, val_images=1, log=lambda s: None)
-    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partial file left
     export_tflite(
         ArgMaxSR(), out, input_size=SIZE, val_images=1, allow_cpu_ops=True, log=lambda s: None
     )

@@ -61,9 +61,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def load_latency_model(path: Path):
     """The one place the search meets `srsearch.latency`: the target's `LatencyModel`
     (``predict(arch) -> ms``), loaded from a table file."""
-    from srsearch.latency.model import LatencyModel
+    from srsearch.latency import LatencyModel
 
     return LatencyModel.load(path)
+
+
+def table_export_options(predictor) -> dict:
+    """The export settings the latency table was measured with ({} for other predictors), so
+    that --measure times the final model the way the table timed its layers."""
+    return dict(getattr(getattr(predictor, "table", None), "export", None) or {})
 
 
 def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
         device = device_from_target(args.measure)
     s = run_search(supernet, predictor, cfg, args.out, resume=args.resume, device=device,
-                   baselines=baselines, progress=True)
+                   baselines=baselines, export_options=table_export_options(predictor),
+                   progress=True)
     measured = s["measured_latency_ms"]
     print(f"searched {s['candidates_scored']} candidates in {s['search_wall_s']:.0f} s; "
           f"predicted {s['predicted_latency_ms']:.2f} ms (budget {s['budget_ms']:g})"

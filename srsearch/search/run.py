@@ -205,14 +205,17 @@ def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
     os.replace(tmp, path)
 
 
-def measure_latency(model, device, lr_hw: tuple[int, int], out: Path) -> dict[str, Any]:
-    """Export ``model`` to LiteRT at LR ``lr_hw`` and time it on ``device`` (a `Device`)."""
+def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
+                    export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
+    e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
     from srsearch import tflite
 
-    path = tflite.convert(model, (1, 3, *lr_hw), out / "model.tflite")
+    path = tflite.convert(model, (1, 3, *lr_hw), out / "model.tflite", **(export_options or {}))
     result = device.benchmark([path])[0]
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
-            "lr_hw": list(lr_hw), "result": result.to_dict()}
+            "lr_hw": list(lr_hw), "export": dict(export_options or {}),
+            "result": result.to_dict()}
 
 
 def run_search(
@@ -224,6 +227,7 @@ def run_search(
     resume: bool = False,
     device: Any = None,
     baselines: Mapping[str, tuple[float, float]] | None = None,
+    export_options: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the whole search into ``out``; returns the summary.
@@ -233,6 +237,8 @@ def run_search(
         predictor: Latency model of the target (``predict(arch) -> ms``).
         device: An `android_bench.Device` to measure the final model on, or None.
         baselines: name -> (latency ms, PSNR) to mark on the plot.
+        export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
+            ones the latency table was measured with.
     """
     from srsearch.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
@@ -256,7 +262,11 @@ def run_search(
                          seed=cfg.seed)
     arch_path = out / "arch.json"
     if arch_path.is_file():
-        s2 = stage2_result(load_study(db, STUDY_NAME))
+        study = load_study(db, STUDY_NAME)
+        if study is None:
+            raise UserError(f"{arch_path} exists but {db} holds no stage-2 search; delete "
+                            f"{arch_path.name} to search again")
+        s2 = stage2_result(study)
     else:
         s2 = search_architecture(space, predictor, evaluator, s2cfg, db,
                                  on_trial=_appender(csv_path, "stage2"), progress=progress)
@@ -311,7 +321,8 @@ def run_search(
     final_arch = prune.pruned_arch()
     lr_hw = tuple(getattr(predictor, "lr_hw", None) or _default_lr_hw(scale))
     result = evaluate(model, images, scale)
-    measured = measure_latency(model, device, lr_hw, out) if device is not None else None
+    measured = (measure_latency(model, device, lr_hw, out, export_options)
+                if device is not None else None)
     pred_ms = float(predictor.predict(final_arch))
     final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
     plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),

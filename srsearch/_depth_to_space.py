@@ -208,6 +208,11 @@ class _Rewriter:
             return self._functional_conv(node, idx)
         if node.op == "call_method" and node.target == "repeat_interleave":
             return self._repeat_interleave(node, perm)
+        if node.op == "get_attr":  # a constant, e.g. a per-channel bias (1, C, 1, 1)
+            value = operator.attrgetter(node.target)(self.gm)
+            name = self._name(node.target)
+            self.gm.register_buffer(name, value.detach().index_select(1, idx).clone())
+            return g.get_attr(name)
         raise self._fail(node, "unsupported producer")
 
     def _operand(self, arg, node: fx.Node, perm: tuple[int, ...]):

@@ -229,17 +229,19 @@ def test_depth_to_space_order_is_pixel_shuffle(scale: int) -> None:
 
 
 class SkipSR(nn.Module):
-    """Every producer the rewrite folds: conv, PReLU, functional conv, repeat_interleave."""
+    """Every producer the rewrite folds: conv, PReLU, functional conv, repeat_interleave, a
+    constant, scalar ops."""
 
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Conv2d(3, 12, 3, padding=1)
         self.act = nn.PReLU(12)
         self.register_buffer("k", torch.randn(12, 3, 1, 1))
+        self.register_buffer("b", torch.randn(1, 12, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.body(x)) + F.conv2d(x, self.k) + x.repeat_interleave(4, dim=1)
-        return F.pixel_shuffle(torch.relu(y), 2)
+        return F.pixel_shuffle(torch.relu(y) * 0.5 + self.b, 2)
 
 
 def test_depth_to_space_form_is_exact() -> None:
@@ -262,3 +264,14 @@ def test_receptive_field_and_default_size() -> None:
     assert receptive_field(espcn, 3) == 4
     assert receptive_field(inference_form(build_model(CONFIG)), 2) == 4
     assert [default_input_size(s) for s in (2, 3, 4)] == [(640, 360), (427, 240), (320, 180)]
+
+
+def test_depth_to_space_form_refuses_what_it_cannot_fold() -> None:
+    from srsearch._depth_to_space import depth_to_space_form
+
+    class Rolled(nn.Module):  # a channel roll before the shuffle: no producer to fold into
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.pixel_shuffle(torch.roll(x.repeat(1, 4, 1, 1), 1, dims=1), 2)
+
+    with pytest.raises(tflite.ConversionError, match=r"cannot fold .*roll"):
+        depth_to_space_form(Rolled(), torch.rand(1, 3, 4, 4))

@@ -380,3 +380,26 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
     assert main([*args, "--resume"]) == 0
     assert main([*args[:6], "0.1", *args[7:], "--resume"]) == 2
 
+
+
+def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_dir, tmp_path):
+    from srsearch.search.finetune import finetune
+    from srsearch.training import TrainConfig
+
+    sub = supernet.get_active_subnet(SPACE.min_arch()).eval()
+    before = sub.head.weight.clone()
+    teacher = supernet.get_active_subnet(SPACE.max_arch())
+    cfg = TrainConfig(data=str(image_dir), scale=2, max_steps=2, batch_size=2, lr_patch=8,
+                      val_every=2, ckpt_every=1)
+    model, summary = finetune(sub, cfg, tmp_path / "ft", teacher=teacher, distill=0.5)
+    assert summary["steps"] == 2 and 5 < summary["val_psnr"] < 60
+    assert torch.equal(sub.head.weight, before)  # the input model is left alone
+    assert not torch.equal(model.head.weight, before)  # the returned one was trained
+    ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["distill"] == 0.5
+    assert any(k.startswith("teacher.") for k in ckpt["state_dict"])
+    from dataclasses import replace
+
+    _, again = finetune(sub, replace(cfg, max_steps=3), tmp_path / "ft", teacher=teacher,
+                        distill=0.5)
+    assert again["steps"] == 3  # continued from the checkpoint

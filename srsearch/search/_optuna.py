@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from srsearch.errors import UserError
+from srsearch.search.evaluator import Score
 from supernet.space import ArchConfig
 
 WALL_ATTR = "wall_s"  # study user attr: seconds spent in the trial loop, summed over (re)starts
@@ -170,6 +171,46 @@ def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
     if not feasible:
         return None
     return max(feasible, key=lambda t: (t.value, -t.user_attrs["latency_ms"], -t.number))
+
+
+class ScoreBook:
+    """Scores of one study's candidates by architecture JSON, seeded from its finished trials
+    (so a resumed search scores nothing twice), and the bookkeeping of a constrained trial."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.known: dict[str, Score] = {
+            t.user_attrs["arch"]: Score(t.user_attrs["psnr"], t.user_attrs["ssim"])
+            for t in completed(study) if t.user_attrs.get("feasible")}
+
+    def __len__(self) -> int:
+        return len(self.known)
+
+    def trial(self, trial: Trial, arch: ArchConfig, latency_ms: float, budget_ms: float,
+              score: Callable[[], Score]) -> float:
+        """Record ``arch``'s latency and constraint on ``trial``; when feasible, its score
+        (``score()`` only for an architecture not scored before). Returns the trial's value."""
+        key = arch.to_json()
+        trial.set_user_attr("arch", key)
+        trial.set_user_attr("latency_ms", latency_ms)
+        trial.set_constraint("latency", latency_ms - budget_ms)
+        feasible = latency_ms <= budget_ms
+        trial.set_user_attr("feasible", feasible)
+        if not feasible:
+            return INFEASIBLE_VALUE
+        scored = key not in self.known
+        if scored:
+            self.known[key] = score()
+        trial.set_user_attr("scored", scored)
+        trial.set_user_attr("psnr", self.known[key].psnr)
+        trial.set_user_attr("ssim", self.known[key].ssim)
+        return self.known[key].psnr
+
+
+def counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """n_trials, n_feasible and n_scored (distinct candidates scored) of finished trials."""
+    return {"n_trials": len(trials),
+            "n_feasible": sum(1 for t in trials if t.user_attrs.get("feasible")),
+            "n_scored": sum(1 for t in trials if t.user_attrs.get("scored"))}
 
 
 def record(t: FrozenTrial) -> dict[str, Any]:

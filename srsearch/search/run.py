@@ -197,7 +197,7 @@ def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("Y-PSNR, inherited weights (dB)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -38,11 +38,12 @@ from optuna.trial import FrozenTrial, Trial
 
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
-    INFEASIBLE_VALUE,
     WALL_ATTR,
     LatencyPredictor,
+    ScoreBook,
     best_trial,
     completed,
+    counts,
     open_study,
     record,
     run_trials,
@@ -336,29 +337,12 @@ def search_architecture(
                 "population": cfg.population, "tournament": cfg.tournament}
     study = open_study(db, STUDY_NAME, make_sampler(cfg.sampler, cfg.seed, cfg.n_startup),
                        settings)
-    known: dict[str, Score] = {}  # arch JSON -> score, including earlier runs' scores
-    for t in completed(study):
-        if t.user_attrs.get("feasible"):
-            known[t.user_attrs["arch"]] = Score(t.user_attrs["psnr"], t.user_attrs["ssim"])
+    book = ScoreBook(study)
 
     def objective(trial: Trial) -> float:
         arch = suggest_arch(trial, space)
-        key = arch.to_json()
-        latency = float(predictor.predict(arch))
-        trial.set_user_attr("arch", key)
-        trial.set_user_attr("latency_ms", latency)
-        trial.set_constraint("latency", latency - cfg.budget_ms)
-        feasible = latency <= cfg.budget_ms
-        trial.set_user_attr("feasible", feasible)
-        if not feasible:
-            return INFEASIBLE_VALUE
-        scored = key not in known
-        if scored:
-            known[key] = evaluator.score(arch)
-        trial.set_user_attr("scored", scored)
-        trial.set_user_attr("psnr", known[key].psnr)
-        trial.set_user_attr("ssim", known[key].ssim)
-        return known[key].psnr
+        return book.trial(trial, arch, float(predictor.predict(arch)), cfg.budget_ms,
+                          lambda: evaluator.score(arch))
 
     propose = None
     if cfg.sampler == "evolution":
@@ -368,7 +352,7 @@ def search_architecture(
     stop = None
     if cfg.max_scored is not None:
         def stop() -> bool:
-            return len(known) >= cfg.max_scored
+            return len(book) >= cfg.max_scored
     run_trials(study, objective, cfg.n_trials, propose=propose, stop=stop, on_trial=on_trial,
                progress=progress, description=f"stage 2 ({cfg.sampler})")
     return stage2_result(study)
@@ -387,9 +371,7 @@ def stage2_result(study: optuna.Study) -> Stage2Result:
         latency_ms=a["latency_ms"],
         psnr=a["psnr"],
         ssim=a["ssim"],
-        n_trials=len(trials),
-        n_feasible=sum(1 for t in trials if t.user_attrs.get("feasible")),
-        n_scored=sum(1 for t in trials if t.user_attrs.get("scored")),
+        **counts(trials),
         wall_s=float(study.user_attrs.get(WALL_ATTR, 0.0)),
         trials=[record(t) for t in trials],
     )

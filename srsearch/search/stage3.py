@@ -37,13 +37,15 @@ from srsearch.search._optuna import (
     INFEASIBLE_VALUE,
     WALL_ATTR,
     LatencyPredictor,
+    ScoreBook,
     best_trial,
     completed,
+    counts,
     open_study,
     record,
     run_trials,
 )
-from srsearch.search.evaluator import ImageScorer, Score
+from srsearch.search.evaluator import ImageScorer
 from srsearch.search.pruning import (
     STEP,
     PruneConfig,
@@ -129,10 +131,7 @@ def search_pruning(
     study = open_study(db, STUDY_NAME, make_sampler(sampler, seed), settings)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(dict.fromkeys(names, 0.0))  # the unpruned subnet first
-    known: dict[str, Score] = {}
-    for t in completed(study):
-        if t.user_attrs.get("feasible"):
-            known[t.user_attrs["arch"]] = Score(t.user_attrs["psnr"], t.user_attrs["ssim"])
+    book = ScoreBook(study)
 
     def objective(trial: Trial) -> float:
         ratios = {n: trial.suggest_float(n, 0.0, max_ratio) for n in names}
@@ -141,23 +140,9 @@ def search_pruning(
             trial.set_user_attr("feasible", False)
             trial.set_constraint("latency", 1.0)
             return INFEASIBLE_VALUE
-        arch = prune.pruned_arch()
-        key = arch.to_json()
-        latency = float(predictor.predict(arch))
-        trial.set_user_attr("arch", key)
-        trial.set_user_attr("latency_ms", latency)
-        trial.set_constraint("latency", latency - budget_ms)
-        feasible = latency <= budget_ms
-        trial.set_user_attr("feasible", feasible)
-        if not feasible:
-            return INFEASIBLE_VALUE
-        scored = key not in known  # same widths -> same channels (importance is fixed)
-        if scored:
-            known[key] = scorer.score(apply_pruning(model, prune))
-        trial.set_user_attr("scored", scored)
-        trial.set_user_attr("psnr", known[key].psnr)
-        trial.set_user_attr("ssim", known[key].ssim)
-        return known[key].psnr
+        arch = prune.pruned_arch()  # same widths -> same channels: importance is fixed
+        return book.trial(trial, arch, float(predictor.predict(arch)), budget_ms,
+                          lambda: scorer.score(apply_pruning(model, prune)))
 
     # Nothing to prune: one trial (the unpruned net) says all there is.
     total = n_trials if names else 1
@@ -180,9 +165,7 @@ def stage3_result(study: optuna.Study, model: SubNet,
         latency_ms=a["latency_ms"],
         psnr=a["psnr"],
         ssim=a["ssim"],
-        n_trials=len(trials),
-        n_feasible=sum(1 for t in trials if t.user_attrs.get("feasible")),
-        n_scored=sum(1 for t in trials if t.user_attrs.get("scored")),
+        **counts(trials),
         wall_s=float(study.user_attrs.get(WALL_ATTR, 0.0)),
         trials=[{**record(t), "ratios": dict(t.params)} for t in trials],
     )

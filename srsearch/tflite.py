@@ -25,6 +25,7 @@ Precisions:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -382,17 +383,23 @@ def _pt2e_int8(module: nn.Module, sample: torch.Tensor, calib: list[torch.Tensor
     prepared = prepare_pt2e(graph, quantizer)
     for x in calib:
         prepared(x)
-    return convert_pt2e(prepared, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
+    quantized = convert_pt2e(prepared, fold_quantize=False)
+    # Exported from an eval-mode module, so the graph holds eval behaviour; an exported graph
+    # ignores .eval(), set the flag litert-torch reads to warn about training mode.
+    quantized.training = False
+    return quantized, QuantConfig(pt2e_quantizer=quantizer)
 
 
 @contextlib.contextmanager
 def _quiet_progress(litert_torch) -> Iterator[None]:
-    """Silence litert-torch's per-stage progress lines (dozens per model) for one call."""
+    """Silence litert-torch's per-stage progress lines (dozens per model) and ai-edge-quantizer's
+    size report (printed to stdout) for one call. Failures still raise."""
     config = litert_torch.config
     before = config.show_progress
     config.show_progress = False
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         config.show_progress = before
 

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stage-3 trials (0: no pruning search)")
     p.add_argument("--finetune-steps", type=int, default=1000,
                    help="fine-tuning steps (0: keep the inherited weights)")
-    p.add_argument("--sampler", default="tpe", choices=("tpe", "evolution", "random"),
+    p.add_argument("--sampler", default="evolution", choices=("evolution", "tpe", "random"),
                    help="stage-2 sampler (default: %(default)s; docs/search.md)")
     p.add_argument("--stage3-sampler", default="gp", choices=("gp", "tpe"),
                    help="stage-3 sampler (default: %(default)s)")

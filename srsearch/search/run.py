@@ -76,7 +76,7 @@ class RunConfig:
     trials: int = 200
     stage3_trials: int = 40
     finetune_steps: int = 1000
-    sampler: str = "tpe"
+    sampler: str = "evolution"
     stage3_sampler: str = "gp"
     crop: int | None = 64
     max_ratio: float = 0.75

@@ -9,13 +9,14 @@ is a choice of the space, and a width of ``w`` keeps the supernet's first ``w`` 
 other scheme a phone runtime offers) is left out: the latency table has no sparse entries, so
 the search could not see whether it pays on the target (docs/search.md).
 
-Candidates are proposed in one of three ways (``sampler``):
+Candidates are proposed in one of three ways (``sampler``; docs/search.md has the
+measurement behind the default):
 
+- ``evolution`` (default): regularised evolution (Real et al. 2019), constraint-aware: see
+  `RegularizedEvolution`. Every trial is a feasible candidate, new while any is left.
 - ``tpe``: Optuna's TPE (Optuna 5 defaults: multivariate, constant liar) over a define-by-run
   space: depth, head width, then per cell its kind, width (conv, wide) and inner width (res,
   wide). A res cell's width is its input width, so it is not a parameter.
-- ``evolution``: regularised evolution (Real et al. 2019), constraint-aware: see
-  `RegularizedEvolution`.
 - ``random``: Optuna's random sampler, the baseline.
 
 Infeasible candidates never cost a PSNR evaluation: the predictor is asked first; an
@@ -51,7 +52,7 @@ from srsearch.search._optuna import (
 from srsearch.search.evaluator import Score
 from supernet.space import ArchConfig, CellConfig, SearchSpace
 
-SAMPLERS: tuple[str, ...] = ("tpe", "evolution", "random")
+SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
 STUDY_NAME = "stage2"
 
 
@@ -68,7 +69,7 @@ class Stage2Config:
     Attributes:
         budget_ms: Latency budget; a candidate is feasible when its predicted ms <= this.
         n_trials: Finished trials in total (feasible or not, over all restarts).
-        sampler: "tpe", "evolution" or "random" (docs/search.md says which wins and why).
+        sampler: "evolution", "tpe" or "random" (docs/search.md says which wins and why).
         seed: Seed of the sampler.
         n_startup: TPE: random trials before the model is used.
         population, tournament: Evolution: population size (the last ``population``
@@ -78,7 +79,7 @@ class Stage2Config:
 
     budget_ms: float
     n_trials: int = 200
-    sampler: str = "tpe"
+    sampler: str = "evolution"
     seed: int = 0
     n_startup: int = 10
     population: int = 16

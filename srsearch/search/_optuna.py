@@ -103,10 +103,6 @@ def fail_stale(study: optuna.Study) -> int:
     return len(stale)
 
 
-def n_complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
 def run_trials(
     study: optuna.Study,
     objective: Callable[[Trial], float],
@@ -128,8 +124,10 @@ def run_trials(
         progress: Show a rich progress bar with the best feasible PSNR so far.
     """
     fail_stale(study)
-    done = n_complete(study)
-    bar = _Progress(description, n_trials, done, best_feasible(study), enabled=progress)
+    finished = completed(study)
+    best = best_trial(finished)
+    done = len(finished)
+    bar = _Progress(description, n_trials, done, best and best.value, enabled=progress)
     with bar:
         while done < n_trials and not (stop and stop()):
             t0 = time.perf_counter()
@@ -157,11 +155,6 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     """COMPLETE trials in trial order."""
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                   key=lambda t: t.number)
-
-
-def best_feasible(study: optuna.Study) -> float | None:
-    values = [t.value for t in completed(study) if t.user_attrs.get("feasible")]
-    return max(values) if values else None
 
 
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:

@@ -156,8 +156,9 @@ def stage3_result(study: optuna.Study, model: SubNet,
     trials = completed(study)
     best = best_trial(trials)
     if best is None:
-        raise UserError("stage 3 found no pruning within the budget, not even none; the "
-                        "stage-2 architecture exceeds --budget-ms")
+        raise UserError(f"stage 3 found no pruning of {model.arch.to_json()} within the budget "
+                        f"in {len(trials)} trials; raise --stage3-trials, --max-ratio or "
+                        "--budget-ms")
     prune = prune_by_ratios(model, best.params, floors)
     a = best.user_attrs
     return Stage3Result(

@@ -60,6 +60,14 @@ BUILTIN_TRAIN: tuple[str, ...] = (
     "hubble_deep_field",
     "retina",
     "ihc",
+    # Grayscale photographs and textures (expanded to RGB): the luminance detail that Y-PSNR
+    # measures, which the seven colour images above have little of.
+    "camera",
+    "coins",
+    "moon",
+    "grass",
+    "gravel",
+    "brick",
 )
 BUILTIN_VAL: tuple[str, ...] = ("chelsea", "coffee")
 _BUILTIN_EXT = {"rocket": ".jpg", "hubble_deep_field": ".jpg", "retina": ".jpg"}

@@ -4,8 +4,9 @@ Each stage writes its outputs into ``runs/<timestamp>/<stage>/`` and is marked d
 ``stages.json`` only when it finishes; rerunning on the same run directory skips finished stages
 and resumes an interrupted one (training stages resume from their last checkpoint).
 
-Stages today: train the hand-designed baselines, evaluate them, write ``report.md``. The supernet,
-latency-table, search, export and benchmark stages slot in ahead of the report as they land.
+Stages: supernet (stage 1), latency table on the target, search (stages 2 and 3 + fine-tune),
+hand-designed baselines trained with the same data and steps as the fine-tune, LiteRT export of
+every model, the 720p benchmark on the target, evaluation, ``report.md``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,24 @@ class PipelineConfig:
     data: str = "builtin"  # training data spec
     eval_data: tuple[str, ...] = ()  # extra evaluation sets (specs); the val split is always used
     scale: int = 2
-    baselines: tuple[str, ...] = ("espcn", "ecbsr-m4c16")  # presets trained for comparison
-    train_steps: int = 2000  # optimiser steps per trained model
+    baselines: tuple[str, ...] = ("espcn", "fsrcnn-s", "ecbsr-m4c8", "ecbsr-m4c16")
+    train_steps: int = 1000  # fine-tune steps of the searched model = training steps of baselines
     batch_size: int = 16
     lr_patch: int = 48
+    supernet_steps: int = 1000  # stage 1
+    max_width: int = 32  # search space: widest layer (multiple of 4)
+    max_depth: int = 8  # search space: most cells
+    search_trials: int = 100  # stage 2 candidates
+    stage3_trials: int = 20  # stage 3 pruning-ratio candidates
+    latency_runs: int = 10  # benchmark runs per latency-table entry
+    latency_nets: int = 20  # whole nets measured to fit the latency model's net term
+    validate_nets: int = 10  # whole nets measured to validate it (0: skip)
     target: str = "host"  # latency target: host or adb:SERIAL
     threads: int = 2
+    benchmark_binary: str | None = None  # benchmark_model path, for adb targets
     budget_ms: float = 30.0
     out_size: str = "1280x720"
+    bench_runs: int = 20  # runs per model in the final 720p benchmark
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
@@ -88,9 +99,110 @@ class StageLog:
         tmp.replace(self.path)
 
 
+def _space(cfg: PipelineConfig):
+    from srsearch.commands.supernet import make_space
+
+    return make_space(cfg.scale, cfg.max_width, cfg.max_depth)
+
+
+def _train_cfg(cfg: PipelineConfig, steps: int, lr_patch: int | None = None, lr: float = 1e-3):
+    from srsearch.training import TrainConfig
+
+    return TrainConfig(
+        data=cfg.data,
+        scale=cfg.scale,
+        max_steps=steps,
+        batch_size=cfg.batch_size,
+        lr_patch=lr_patch or cfg.lr_patch,
+        lr=lr,
+        val_every=max(1, steps // 4),
+        ckpt_every=max(1, min(100, steps)),
+        seed=cfg.seed,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+    )
+
+
+def _device(cfg: PipelineConfig):
+    from android_bench import device_from_target
+
+    opts = {"threads": cfg.threads}
+    if cfg.target.startswith("adb"):
+        opts["benchmark_binary"] = cfg.benchmark_binary
+    return device_from_target(cfg.target, **opts)
+
+
+def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from supernet.training import train_supernet
+
+    return train_supernet(
+        _space(cfg),
+        _train_cfg(cfg, cfg.supernet_steps, lr_patch=32),
+        run_dir / "supernet",
+        resume=True,
+    )
+
+
+def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from srsearch.export import parse_size
+    from srsearch.latency import LatencyModel, build_table, validate, validation_path
+
+    device = _device(cfg)
+    path = run_dir / "latency" / "lut.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = {"target": cfg.target, "options": {"threads": cfg.threads}}
+    build_table(
+        device,
+        _space(cfg),
+        path,
+        out_size=parse_size(cfg.out_size),
+        target=target,
+        runs=cfg.latency_runs,
+        n_nets=cfg.latency_nets,
+    )
+    result: dict[str, Any] = {"lut": str(path)}
+    if cfg.validate_nets:
+        v = validate(LatencyModel.load(path), device, validation_path(path), n=cfg.validate_nets)
+        result.update({k: v[k] for k in ("mape_pct", "max_error_pct", "spearman") if k in v})
+    return result
+
+
+def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from srsearch.latency import LatencyModel
+    from srsearch.search.run import RunConfig, run_search
+    from supernet.training import load_supernet
+
+    rcfg = RunConfig(
+        budget_ms=cfg.budget_ms,
+        data=cfg.data,
+        trials=cfg.search_trials,
+        stage3_trials=cfg.stage3_trials,
+        finetune_steps=cfg.train_steps,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        lr_patch=cfg.lr_patch,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+    )
+    summary = run_search(
+        load_supernet(run_dir / "supernet"),
+        LatencyModel.load(run_dir / "latency" / "lut.json"),
+        rcfg,
+        run_dir / "search",
+        resume=True,
+        progress=True,
+    )
+    return {
+        k: summary[k]
+        for k in ("predicted_latency_ms", "psnr", "ssim", "search_wall_s", "candidates_scored")
+    }
+
+
 def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.models import preset_config
-    from srsearch.training import TrainConfig, train
+    from srsearch.models import preset_config, preset_lr
+    from srsearch.training import train
 
     results = {}
     for name in cfg.baselines:
@@ -98,14 +210,48 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         if (out / "model.pt").is_file():
             results[name] = json.loads((out / "metrics.json").read_text())
             continue
-        tcfg = TrainConfig(data=cfg.data, scale=cfg.scale, max_steps=cfg.train_steps,
-                           batch_size=cfg.batch_size, lr_patch=cfg.lr_patch,
-                           val_every=max(1, cfg.train_steps // 4), ckpt_every=100,
-                           seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices,
-                           strategy=cfg.strategy, precision=cfg.precision)
         print(f"[pipeline] training {name} for {cfg.train_steps} steps -> {out}", flush=True)
+        tcfg = _train_cfg(cfg, cfg.train_steps, lr=preset_lr(name))
         results[name] = train(preset_config(name, cfg.scale), tcfg, out, resume=True)
     return results
+
+
+def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
+    """Every trained model of the run: the searched one first, then the baselines."""
+    models = {}
+    if (run_dir / "search" / "model.pt").is_file():
+        models["searched"] = run_dir / "search" / "model.pt"
+    for name in cfg.baselines:
+        models[name] = run_dir / "baselines" / name / "model.pt"
+    return models
+
+
+def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from srsearch.export import export_tflite, parse_size
+    from srsearch.latency import lr_size
+    from srsearch.modelio import load_model_file
+
+    h, w = lr_size(parse_size(cfg.out_size), cfg.scale)
+    files = {}
+    for name, path in _models(cfg, run_dir).items():
+        out = run_dir / "export" / f"{name}.tflite"
+        if not out.is_file():
+            model, _ = load_model_file(path)
+            export_tflite(
+                model, out, input_size=(w, h), data=cfg.data, source=str(path), allow_cpu_ops=True
+            )
+        files[name] = str(out)
+    return files
+
+
+def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    device = _device(cfg)
+    files = StageLog.load(run_dir).done["export"]
+    results = device.benchmark([Path(p) for p in files.values()], runs=cfg.bench_runs)
+    table = {name: r.to_dict() for name, r in zip(files, results, strict=True)}
+    for name, r in table.items():
+        print(f"[pipeline] {name:<14} {r['median_ms']:.2f} ms median on {cfg.target}", flush=True)
+    return {"fingerprint": device.fingerprint(), "models": table}
 
 
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
@@ -117,16 +263,20 @@ def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     sets = [(f"{cfg.data}:val", load_images(cfg.data, cfg.scale, "val"))]
     sets += [(spec, load_images(spec, cfg.scale, "all")) for spec in cfg.eval_data]
     models = {"bicubic": build_model(preset_config("bicubic", cfg.scale))}
-    for name in cfg.baselines:
-        models[name], _ = load_model_file(run_dir / "baselines" / name / "model.pt")
+    for name, path in _models(cfg, run_dir).items():
+        models[name], _ = load_model_file(path)
     table: dict[str, Any] = {}
     for set_name, images in sets:
         for name, model in models.items():
             res = evaluate(inference_form(model), images, cfg.scale)
             write_json(res, run_dir / "eval" / f"{name}__{_slug(set_name)}.json")
-            table.setdefault(set_name, {})[name] = res["mean"]
-            print(f"[pipeline] {name:<14} on {set_name}: {res['mean']['psnr']:.3f} dB "
-                  f"(bicubic {res['mean']['psnr_bicubic']:.3f})", flush=True)
+            params = sum(p.numel() for p in model.parameters())
+            table.setdefault(set_name, {})[name] = {**res["mean"], "params": params}
+            print(
+                f"[pipeline] {name:<14} on {set_name}: {res['mean']['psnr']:.3f} dB "
+                f"(bicubic {res['mean']['psnr_bicubic']:.3f})",
+                flush=True,
+            )
     return table
 
 
@@ -136,32 +286,73 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    log = StageLog.load(run_dir)
-    table = log.done["evaluate"]
-    lines = [f"# srsearch report: {run_dir.name}", "",
-             f"Data `{cfg.data}`, x{cfg.scale}, {cfg.train_steps} training steps per model.", ""]
+    done = StageLog.load(run_dir).done
+    table, bench = done["evaluate"], done.get("bench", {}).get("models", {})
+    lat = {name: r["median_ms"] for name, r in bench.items()}
+    lines = [
+        f"# srsearch report: {run_dir.name}",
+        "",
+        f"Data `{cfg.data}`, x{cfg.scale}, target `{cfg.target}` ({cfg.threads} threads), "
+        f"budget {cfg.budget_ms:g} ms at {cfg.out_size} output; the searched model was "
+        f"fine-tuned and the baselines trained for {cfg.train_steps} steps.",
+        "",
+    ]
+    if "search" in done:
+        s = done["search"]
+        lines += [
+            f"Search: {s['candidates_scored']} candidates scored in "
+            f"{s['search_wall_s']:.0f} s; predicted latency "
+            f"{s['predicted_latency_ms']:.2f} ms.",
+            "",
+        ]
+    if "latency" in done and "mape_pct" in done["latency"]:
+        v = done["latency"]
+        lines += [
+            f"Latency model: MAPE {v['mape_pct']:.1f} %, largest error "
+            f"{v['max_error_pct']:+.1f} %, Spearman {v['spearman']:.3f} on "
+            f"{cfg.validate_nets} nets measured end to end.",
+            "",
+        ]
     for set_name, rows in table.items():
-        lines += [f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})", "",
-                  "| model | PSNR (dB) | SSIM |", "|---|---:|---:|"]
-        lines += [f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} |" for m, r in rows.items()]
+        lines += [
+            f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})",
+            "",
+            "| model | PSNR (dB) | SSIM | measured latency (ms) | params |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for m, r in rows.items():
+            ms = f"{lat[m]:.2f}" if m in lat else "-"
+            lines.append(f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} | {ms} | {r['params']} |")
         lines.append("")
     set_name, rows = next(iter(table.items()))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(list(rows), [r["psnr"] for r in rows.values()], color="tab:blue")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in rows.items():
+        if name in lat:
+            ax.scatter(lat[name], r["psnr"], color="tab:red" if name == "searched" else "tab:blue")
+            ax.annotate(name, (lat[name], r["psnr"]), fontsize=8)
+    ax.axvline(cfg.budget_ms, color="gray", linestyle="--", label="budget")
+    ax.set_xlabel(f"measured latency on {cfg.target} (ms, {cfg.out_size})")
     ax.set_ylabel("Y-PSNR (dB)")
-    ax.set_ylim(min(r["psnr"] for r in rows.values()) - 1, None)
     ax.set_title(f"{set_name}, x{cfg.scale}")
+    ax.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "psnr.png", dpi=120)
+    fig.savefig(run_dir / "psnr_latency.png", dpi=120)
     plt.close(fig)
-    lines += ["![PSNR](psnr.png)", "", "Config:", "", "```json",
-              json.dumps(asdict(cfg), indent=2), "```", ""]
+    lines += ["![PSNR against measured latency](psnr_latency.png)", ""]
+    if (run_dir / "search" / "pareto.png").is_file():
+        lines += ["![Search: PSNR against predicted latency](search/pareto.png)", ""]
+    lines += ["Config:", "", "```json", json.dumps(asdict(cfg), indent=2), "```", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return {"report": str(run_dir / "report.md")}
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("baselines", _train_baselines, "train the hand-designed baselines"),
+    Stage("supernet", _supernet, "stage 1: train the weight-sharing supernet"),
+    Stage("latency", _latency, "measure the latency table on the target and validate it"),
+    Stage("search", _search, "stages 2 and 3: architecture and pruning search, fine-tune"),
+    Stage("baselines", _train_baselines, "train the hand-designed baselines, same steps"),
+    Stage("export", _export, "LiteRT export of every model, checked against PyTorch"),
+    Stage("bench", _bench, "720p latency of every exported model on the target"),
     Stage("evaluate", _evaluate, "PSNR/SSIM of every model, bicubic alongside"),
     Stage("report", _report, "write report.md and plots"),
 )
@@ -176,9 +367,12 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(
-            json.dumps(asdict(cfg))):
-        raise UserError(f"--run-dir {run_dir} was started with another config ({cfg_path}); "
-                        "use a new run directory or the same config")
+        json.dumps(asdict(cfg))
+    ):
+        raise UserError(
+            f"--run-dir {run_dir} was started with another config ({cfg_path}); "
+            "use a new run directory or the same config"
+        )
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     log = StageLog.load(run_dir)
     for i, stage in enumerate(STAGES, 1):
@@ -189,7 +383,9 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
         print(head, flush=True)
         t0 = time.perf_counter()
         result = stage.run(cfg, run_dir)
-        print(f"[pipeline] stage {stage.name} finished in {time.perf_counter() - t0:.0f} s",
-              flush=True)
+        print(
+            f"[pipeline] stage {stage.name} finished in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         log.mark(stage.name, result)
     return run_dir / "report.md"

@@ -420,3 +420,19 @@ def test_full_image_dataset():
     lr, hr, name = FullImageDataset([im])[0]
     assert name == "img0" and tuple(lr.shape) == (3, 7, 9) and tuple(hr.shape) == (3, 14, 18)
     assert np.array_equal(_u8(hr), im.hr) and np.array_equal(_u8(lr), im.lr)
+
+
+def test_flat_patches_are_redrawn():
+    from srsearch.datasets import PatchDataset, SRImage, bicubic_downscale
+
+    rng = np.random.default_rng(0)
+    hr = np.full((128, 128, 3), 90, np.uint8)
+    hr[:, 64:] = rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)  # right half textured
+    img = SRImage("half", hr, bicubic_downscale(hr, 2))
+
+    def flat_share(min_std):
+        ds = PatchDataset([img], 2, lr_patch=8, length=300, augment=False, min_std=min_std)
+        return np.mean([float(lr.std()) * 255 < 1 for lr, _ in (ds[i] for i in range(300))])
+
+    assert flat_share(0.0) > 0.3  # about half the crops fall in the flat half
+    assert flat_share(4.0) < 0.02  # redrawn up to 10 times

@@ -10,18 +10,34 @@ from srsearch.commands._common import add_data_flags, add_trainer_flags, parse_d
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (preset name or config JSON) with Lightning",
-                       description="Train an SR model: L1 loss, Adam, cosine schedule. Killed "
-                       "runs continue with --resume from checkpoints/last.ckpt.")
-    p.add_argument("--arch", required=True, metavar="NAME|CONFIG.json",
-                   help="preset (espcn, fsrcnn, ecbsr-m4c16, ...) or a model config JSON file")
+    p = sub.add_parser(
+        "train",
+        help="train a model (preset name or config JSON) with Lightning",
+        description="Train an SR model: L1 loss, Adam, cosine schedule. Killed "
+        "runs continue with --resume from checkpoints/last.ckpt.",
+    )
+    p.add_argument(
+        "--arch",
+        required=True,
+        metavar="NAME|CONFIG.json",
+        help="preset (espcn, fsrcnn, ecbsr-m4c16, ...) or a model config JSON file",
+    )
     add_data_flags(p)
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr-patch", type=int, default=48, help="LR patch side (default 48)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--val-data", default=None, metavar="SPEC",
-                   help="validation set (default: the val split of --data)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default: the preset's, else 1e-3)",
+    )
+    p.add_argument(
+        "--val-data",
+        default=None,
+        metavar="SPEC",
+        help="validation set (default: the val split of --data)",
+    )
     p.add_argument("--val-every", type=int, default=500, help="validation period in steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint period in steps")
     p.add_argument("--seed", type=int, default=0)
@@ -48,17 +64,31 @@ def model_config_from_arch(arch: str, scale: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srsearch.models import preset_lr
     from srsearch.training import TrainConfig, train
 
+    lr = args.lr if args.lr is not None else preset_lr(args.arch)
     cfg = TrainConfig(
-        data=args.data, scale=args.scale, max_steps=args.max_steps, batch_size=args.batch_size,
-        lr_patch=args.lr_patch, lr=args.lr, val_data=args.val_data, val_every=args.val_every,
-        ckpt_every=args.ckpt_every, seed=args.seed, accelerator=args.accelerator,
-        devices=parse_devices(args.devices), strategy=args.strategy, precision=args.precision,
+        data=args.data,
+        scale=args.scale,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr_patch=args.lr_patch,
+        lr=lr,
+        val_data=args.val_data,
+        val_every=args.val_every,
+        ckpt_every=args.ckpt_every,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        devices=parse_devices(args.devices),
+        strategy=args.strategy,
+        precision=args.precision,
         num_nodes=args.num_nodes,
     )
     summary = train(model_config_from_arch(args.arch, args.scale), cfg, args.out, args.resume)
-    print(f"trained {summary['model']['family']} for {summary['steps']} steps: "
-          f"val PSNR {summary['val_psnr']:.3f} dB, SSIM {summary['val_ssim']:.4f}; "
-          f"model in {args.out / 'model.pt'}")
+    print(
+        f"trained {summary['model']['family']} for {summary['steps']} steps: "
+        f"val PSNR {summary['val_psnr']:.3f} dB, SSIM {summary['val_ssim']:.4f}; "
+        f"model in {args.out / 'model.pt'}"
+    )
     return 0

@@ -1,9 +1,9 @@
 """Hand-designed SR baselines, one file per family, registered explicitly."""
 
 from srsearch.models import bicubic, ecbsr, espcn, fsrcnn, subnet  # noqa: F401  (explicit registration)
-from srsearch.models._registry import build_model, families, preset_config, presets
+from srsearch.models._registry import build_model, families, preset_config, preset_lr, presets
 
-__all__ = ["build_model", "families", "preset_config", "presets", "inference_form"]
+__all__ = ["build_model", "families", "inference_form", "preset_config", "preset_lr", "presets"]
 
 
 def inference_form(model):

@@ -16,6 +16,8 @@ from srsearch.errors import UserError
 
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _PRESETS: dict[str, dict[str, Any]] = {}
+_PRESET_LR: dict[str, float] = {}
+DEFAULT_LR = 1e-3
 
 
 def register(family: str, config_cls: type, builder: Callable[[Any], nn.Module]) -> None:
@@ -25,9 +27,16 @@ def register(family: str, config_cls: type, builder: Callable[[Any], nn.Module])
     _FAMILIES[family] = (config_cls, builder)
 
 
-def register_preset(name: str, config: dict[str, Any]) -> None:
-    """A named configuration for ``--arch NAME`` (scale is filled in at build time)."""
+def register_preset(name: str, config: dict[str, Any], lr: float = DEFAULT_LR) -> None:
+    """A named configuration for ``--arch NAME`` (scale is filled in at build time) and the Adam
+    learning rate it trains best with under our short cosine schedules."""
     _PRESETS[name] = dict(config)
+    _PRESET_LR[name] = lr
+
+
+def preset_lr(name: str) -> float:
+    """The learning rate ``srsearch train --arch NAME`` uses when ``--lr`` is not given."""
+    return _PRESET_LR.get(name, DEFAULT_LR)
 
 
 def families() -> list[str]:

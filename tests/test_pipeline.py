@@ -1,0 +1,53 @@
+import json
+
+from srsearch.cli import main
+
+TINY = """
+data = "{data}"
+baselines = ["espcn", "ecbsr-m4c8"]
+train_steps = 4
+batch_size = 2
+lr_patch = 8
+supernet_steps = 4
+max_width = 12
+max_depth = 2
+search_trials = 4
+stage3_trials = 2
+latency_runs = 2
+latency_nets = 4
+validate_nets = 3
+out_size = "48x32"
+bench_runs = 3
+budget_ms = 1000.0
+"""
+
+
+def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.format(data=image_dir))
+    run_dir = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert list(stages) == ["supernet", "latency", "search", "baselines", "export", "bench",
+                            "evaluate", "report"]
+    report = (run_dir / "report.md").read_text()
+    for name in ("searched", "espcn", "ecbsr-m4c8", "bicubic"):
+        assert f"| {name} |" in report
+    bench = stages["bench"]["models"]
+    assert set(bench) == {"searched", "espcn", "ecbsr-m4c8"}
+    assert all(r["median_ms"] > 0 for r in bench.values())
+    assert (run_dir / "export" / "searched.tflite").is_file()
+    assert (run_dir / "psnr_latency.png").is_file()
+    assert 0 <= stages["latency"]["mape_pct"] and -1 <= stages["latency"]["spearman"] <= 1
+    capsys.readouterr()
+    # rerun: every stage is skipped, nothing is recomputed
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(done, skipped)") == 8
+
+
+def test_pipeline_config_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('budget = 3\n')
+    assert main(["pipeline", "--config", str(bad)]) == 2
+    assert "unknown keys ['budget']" in capsys.readouterr().err

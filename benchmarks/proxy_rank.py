@@ -52,18 +52,36 @@ def main() -> None:
         sub = net.get_active_subnet(arch).eval()
         inherited = evaluate(sub, val, scale)["mean"]["psnr"]
         t0 = time.perf_counter()
-        cfg = TrainConfig(data=args.data, scale=scale, max_steps=args.steps, lr=2e-4,
-                          val_every=args.steps, seed=args.seed)
+        cfg = TrainConfig(
+            data=args.data,
+            scale=scale,
+            max_steps=args.steps,
+            lr=2e-4,
+            val_every=args.steps,
+            seed=args.seed,
+        )
         summary = train(sub.config(), cfg, tmp / f"sub{i}", init_state=sub.state_dict())
-        rows.append({"arch": arch.to_dict(), "gmac_720p": macs(arch, (360, 640)) / 1e9,
-                     "psnr_inherited": inherited, "psnr_finetuned": summary["val_psnr"],
-                     "finetune_s": time.perf_counter() - t0})
-        print(f"[{i + 1}/{args.n}] {rows[-1]['gmac_720p']:.2f} GMAC  inherited {inherited:.3f} "
-              f"dB  fine-tuned {summary['val_psnr']:.3f} dB", flush=True)
+        rows.append(
+            {
+                "arch": arch.to_dict(),
+                "gmac_720p": macs(arch, (360, 640)) / 1e9,
+                "psnr_inherited": inherited,
+                "psnr_finetuned": summary["val_psnr"],
+                "finetune_s": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"[{i + 1}/{args.n}] {rows[-1]['gmac_720p']:.2f} GMAC  inherited {inherited:.3f} "
+            f"dB  fine-tuned {summary['val_psnr']:.3f} dB",
+            flush=True,
+        )
     rho = spearmanr([r["psnr_inherited"] for r in rows], [r["psnr_finetuned"] for r in rows])[0]
     print(f"Spearman(inherited, fine-tuned) over {args.n} subnets, {args.steps} steps: {rho:.3f}")
-    args.json.write_text(json.dumps({"spearman": rho, "steps": args.steps, "machine": machine(),
-                                     "subnets": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {"spearman": rho, "steps": args.steps, "machine": machine(), "subnets": rows}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

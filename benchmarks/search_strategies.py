@@ -73,8 +73,9 @@ def curve(trials: list[dict], n: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--supernet", type=Path, required=True)
     ap.add_argument("--data", default="builtin", help="its val split scores candidates")
     ap.add_argument("--crop", type=int, default=64)
@@ -103,10 +104,12 @@ def main() -> None:
     sample_ms = sorted(predictor.predict(space.sample(rng)) for _ in range(2000))
     budget = args.budget_ms or sample_ms[int(args.budget_quantile * len(sample_ms))]
     feasible_share = sum(ms <= budget for ms in sample_ms) / len(sample_ms)
-    print(f"space: {space}\npredictor: {predictor.fingerprint_id}; budget {budget:.2f} ms "
-          f"({feasible_share:.0%} of uniform samples fit; min arch "
-          f"{predictor.predict(space.min_arch()):.2f} ms, max arch "
-          f"{predictor.predict(space.max_arch()):.2f} ms)")
+    print(
+        f"space: {space}\npredictor: {predictor.fingerprint_id}; budget {budget:.2f} ms "
+        f"({feasible_share:.0%} of uniform samples fit; min arch "
+        f"{predictor.predict(space.min_arch()):.2f} ms, max arch "
+        f"{predictor.predict(space.max_arch()):.2f} ms)"
+    )
     images = load_images(args.data, space.scale, "val")
     memo = SubnetEvaluator(net, images, space.scale, crop=args.crop)
     tmp = Path(tempfile.mkdtemp(prefix="search-strategies-"))
@@ -114,22 +117,37 @@ def main() -> None:
     for name in args.strategies.split(","):
         runs[name] = []
         for seed in range(args.seeds):
-            cfg = Stage2Config(budget, n_trials=50 * args.evals, sampler=name, seed=seed,
-                               max_scored=args.evals)
+            cfg = Stage2Config(
+                budget, n_trials=50 * args.evals, sampler=name, seed=seed, max_scored=args.evals
+            )
             t0 = time.perf_counter()
             r = search_architecture(space, predictor, memo, cfg, tmp / f"{name}{seed}.db")
             wall = time.perf_counter() - t0
             c = curve(r.trials, args.evals)
-            runs[name].append({"seed": seed, "curve": c, "trials": r.n_trials,
-                               "feasible": r.n_feasible, "best_arch": r.arch.to_dict(),
-                               "best_psnr": r.psnr, "best_ms": r.latency_ms, "wall_s": wall})
-            print(f"{name:>9} seed {seed}: best {r.psnr:.3f} dB at {r.latency_ms:.2f} ms after "
-                  f"{len(c)} evaluations, {r.n_trials} trials ({r.n_feasible} feasible), "
-                  f"{wall:.0f} s", flush=True)
+            runs[name].append(
+                {
+                    "seed": seed,
+                    "curve": c,
+                    "trials": r.n_trials,
+                    "feasible": r.n_feasible,
+                    "best_arch": r.arch.to_dict(),
+                    "best_psnr": r.psnr,
+                    "best_ms": r.latency_ms,
+                    "wall_s": wall,
+                }
+            )
+            print(
+                f"{name:>9} seed {seed}: best {r.psnr:.3f} dB at {r.latency_ms:.2f} ms after "
+                f"{len(c)} evaluations, {r.n_trials} trials ({r.n_feasible} feasible), "
+                f"{wall:.0f} s",
+                flush=True,
+            )
 
     marks = [m for m in (5, 10, 20, 30, 40, 60, 80, 100, 150, 200) if m <= args.evals]
-    print(f"\nbest Y-PSNR (dB, inherited weights, {args.crop}px crops) after n evaluations, "
-          f"mean ± std over {args.seeds} seeds")
+    print(
+        f"\nbest Y-PSNR (dB, inherited weights, {args.crop}px crops) after n evaluations, "
+        f"mean ± std over {args.seeds} seeds"
+    )
     print(f"{'n':>5}" + "".join(f"{n:>18}" for n in runs))
     for m in marks:
         cells = []
@@ -138,12 +156,23 @@ def main() -> None:
             sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):>11.3f} ±{sd:.3f}" if vals else f"{'-':>18}")
         print(f"{m:>5}" + "".join(cells))
-    print("mean trials for those evaluations: " + ", ".join(
-        f"{n} {statistics.mean(r['trials'] for r in rs):.0f}" for n, rs in runs.items()))
-    print("mean wall s per run: " + ", ".join(
-        f"{n} {statistics.mean(r['wall_s'] for r in rs):.0f}" for n, rs in runs.items()))
-    result = {"machine": machine(), "space": repr(space), "predictor": predictor.fingerprint_id,
-              "budget_ms": budget, "evals": args.evals, "crop": args.crop, "runs": runs}
+    print(
+        "mean trials for those evaluations: "
+        + ", ".join(f"{n} {statistics.mean(r['trials'] for r in rs):.0f}" for n, rs in runs.items())
+    )
+    print(
+        "mean wall s per run: "
+        + ", ".join(f"{n} {statistics.mean(r['wall_s'] for r in rs):.0f}" for n, rs in runs.items())
+    )
+    result = {
+        "machine": machine(),
+        "space": repr(space),
+        "predictor": predictor.fingerprint_id,
+        "budget_ms": budget,
+        "evals": args.evals,
+        "crop": args.crop,
+        "runs": runs,
+    }
 
     if args.stage3:
         result["stage3"] = stage3(args, net, predictor, memo, budget, runs, tmp)
@@ -156,29 +185,52 @@ def stage3(args, net, predictor, memo, budget, runs, tmp) -> dict:
     space = net.space
     best = max((r for rs in runs.values() for r in rs), key=lambda r: r["best_psnr"])
     out = {}
-    print(f"\nstage 3 ({args.stage3} trials) from the best stage-2 arch, {best['best_psnr']:.3f} "
-          f"dB at {best['best_ms']:.2f} ms, budget {budget:.2f} ms")
+    print(
+        f"\nstage 3 ({args.stage3} trials) from the best stage-2 arch, {best['best_psnr']:.3f} "
+        f"dB at {best['best_ms']:.2f} ms, budget {budget:.2f} ms"
+    )
     starts = {"same budget": ArchConfig.from_dict(best["best_arch"])}
-    r2 = search_architecture(space, predictor, memo, Stage2Config(
-        budget * args.slack, n_trials=2000, sampler="evolution", max_scored=args.evals),
-        tmp / "slack.db")
+    r2 = search_architecture(
+        space,
+        predictor,
+        memo,
+        Stage2Config(
+            budget * args.slack, n_trials=2000, sampler="evolution", max_scored=args.evals
+        ),
+        tmp / "slack.db",
+    )
     starts[f"stage 2 at {args.slack:g}x budget"] = r2.arch
     print(f"stage 2 at {args.slack:g}x budget: {r2.psnr:.3f} dB at {r2.latency_ms:.2f} ms")
     for label, arch in starts.items():
         sub = net.get_active_subnet(arch).eval()
         for sampler in ("gp", "tpe"):
             t0 = time.perf_counter()
-            r3 = search_pruning(sub, predictor, memo.scorer, budget, args.stage3,
-                                tmp / f"s3-{len(out)}.db", floors=space_floors(space),
-                                sampler=sampler)
-            row = {"start": arch.to_dict(), "sampler": sampler, "psnr": r3.psnr,
-                   "latency_ms": r3.latency_ms, "n_feasible": r3.n_feasible,
-                   "pruned_arch": r3.prune.pruned_arch().to_dict(),
-                   "wall_s": time.perf_counter() - t0}
+            r3 = search_pruning(
+                sub,
+                predictor,
+                memo.scorer,
+                budget,
+                args.stage3,
+                tmp / f"s3-{len(out)}.db",
+                floors=space_floors(space),
+                sampler=sampler,
+            )
+            row = {
+                "start": arch.to_dict(),
+                "sampler": sampler,
+                "psnr": r3.psnr,
+                "latency_ms": r3.latency_ms,
+                "n_feasible": r3.n_feasible,
+                "pruned_arch": r3.prune.pruned_arch().to_dict(),
+                "wall_s": time.perf_counter() - t0,
+            }
             out[f"{label} / {sampler}"] = row
-            print(f"  {label:>24} {sampler}: {r3.psnr:.3f} dB at {r3.latency_ms:.2f} ms "
-                  f"({r3.n_feasible}/{r3.n_trials} feasible, {row['wall_s']:.0f} s); pruned "
-                  f"{r3.prune.pruned_arch().to_json()}", flush=True)
+            print(
+                f"  {label:>24} {sampler}: {r3.psnr:.3f} dB at {r3.latency_ms:.2f} ms "
+                f"({r3.n_feasible}/{r3.n_trials} feasible, {row['wall_s']:.0f} s); pruned "
+                f"{r3.prune.pruned_arch().to_json()}",
+                flush=True,
+            )
     return out
 
 

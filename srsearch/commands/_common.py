@@ -6,8 +6,13 @@ import argparse
 
 
 def add_data_flags(p: argparse.ArgumentParser, default: str | None = "builtin") -> None:
-    p.add_argument("--data", default=default, required=default is None, metavar="SPEC",
-                   help="'builtin', a folder of HR images, or div2k:ROOT (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        default=default,
+        required=default is None,
+        metavar="SPEC",
+        help="'builtin', a folder of HR images, or div2k:ROOT (default: %(default)s)",
+    )
     p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4), help="upscaling factor")
 
 
@@ -23,3 +28,26 @@ def add_trainer_flags(p: argparse.ArgumentParser) -> None:
 
 def parse_devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
+
+
+def train_config_from_args(args: argparse.Namespace, lr: float):
+    """The :class:`srsearch.training.TrainConfig` of ``srsearch train`` / ``supernet`` flags."""
+    from srsearch.training import TrainConfig
+
+    return TrainConfig(
+        data=args.data,
+        scale=args.scale,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr_patch=args.lr_patch,
+        lr=lr,
+        val_data=args.val_data,
+        val_every=args.val_every,
+        ckpt_every=args.ckpt_every,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        devices=parse_devices(args.devices),
+        strategy=args.strategy,
+        precision=args.precision,
+        num_nodes=args.num_nodes,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srsearch.commands._common import add_data_flags, add_trainer_flags, parse_devices
+from srsearch.commands._common import add_data_flags, add_trainer_flags, train_config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,30 +66,13 @@ def make_space(scale: int, max_width: int, max_depth: int):
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.errors import UserError
-    from srsearch.training import TrainConfig
     from supernet.training import train_supernet
 
     if not 0.0 <= args.distill <= 1.0:
         raise UserError(f"--distill {args.distill} must be between 0 and 1")
     if args.k_random < 0:
         raise UserError(f"--k-random {args.k_random} must be >= 0")
-    cfg = TrainConfig(
-        data=args.data,
-        scale=args.scale,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr_patch=args.lr_patch,
-        lr=args.lr,
-        val_data=args.val_data,
-        val_every=args.val_every,
-        ckpt_every=args.ckpt_every,
-        seed=args.seed,
-        accelerator=args.accelerator,
-        devices=parse_devices(args.devices),
-        strategy=args.strategy,
-        precision=args.precision,
-        num_nodes=args.num_nodes,
-    )
+    cfg = train_config_from_args(args, args.lr)
     space = make_space(args.scale, args.max_width, args.max_depth)
     summary = train_supernet(
         space,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from srsearch.commands._common import add_data_flags, add_trainer_flags, parse_devices
+from srsearch.commands._common import add_data_flags, add_trainer_flags, train_config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,26 +65,10 @@ def model_config_from_arch(arch: str, scale: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.models import preset_lr
-    from srsearch.training import TrainConfig, train
+    from srsearch.training import train
 
     lr = args.lr if args.lr is not None else preset_lr(args.arch)
-    cfg = TrainConfig(
-        data=args.data,
-        scale=args.scale,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr_patch=args.lr_patch,
-        lr=lr,
-        val_data=args.val_data,
-        val_every=args.val_every,
-        ckpt_every=args.ckpt_every,
-        seed=args.seed,
-        accelerator=args.accelerator,
-        devices=parse_devices(args.devices),
-        strategy=args.strategy,
-        precision=args.precision,
-        num_nodes=args.num_nodes,
-    )
+    cfg = train_config_from_args(args, lr)
     summary = train(model_config_from_arch(args.arch, args.scale), cfg, args.out, args.resume)
     print(
         f"trained {summary['model']['family']} for {summary['steps']} steps: "

@@ -336,7 +336,7 @@ def _channels_last(
 ) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     import litert_torch
 
-    wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=[0])
+    wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=[0]).eval()
     # (N, C, H, W) -> (N, H, W, C) for both ends.
     return wrapped, sample.permute(0, 2, 3, 1).contiguous(), reference.permute(0, 2, 3, 1)
 

@@ -9,17 +9,32 @@ from srsearch.commands._common import add_data_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="PSNR/SSIM of a model on a dataset, bicubic alongside",
-                       description="Evaluate on the Y channel (BT.601), border shave = scale, "
-                       "model output rounded to uint8; writes JSON.")
-    p.add_argument("model", metavar="MODEL",
-                   help="model.pt, a run directory, a config JSON, or a preset ('bicubic')")
+    p = sub.add_parser(
+        "eval",
+        help="PSNR/SSIM of a model on a dataset, bicubic alongside",
+        description="Evaluate on the Y channel (BT.601), border shave = scale, "
+        "model output rounded to uint8; writes JSON.",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="model.pt, a run directory, a config JSON, or a preset ('bicubic')",
+    )
     add_data_flags(p)
-    p.add_argument("--split", default="all", choices=("all", "train", "val"),
-                   help="which split of --data (default: all)")
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=("all", "train", "val"),
+        help="which split of --data (default: all)",
+    )
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
-                   help="where to write results (default: eval_<model>_x<scale>.json)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT.json",
+        help="where to write results (default: eval_<model>_x<scale>.json)",
+    )
     p.set_defaults(func=run)
 
 

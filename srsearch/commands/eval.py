@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="model.pt, a run directory, a config JSON, or a preset ('bicubic')",
+        help="model.pt, a run directory, a .tflite file, a config JSON, or a preset ('bicubic')",
     )
     add_data_flags(p)
     p.add_argument(

@@ -8,12 +8,19 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="the main job: train, search, export, benchmark, report",
-                       description="Run every stage into runs/<timestamp>/ (or --run-dir); "
-                       "rerunning on the same run dir skips finished stages.")
+    p = sub.add_parser(
+        "pipeline",
+        help="the main job: train, search, export, benchmark, report",
+        description="Run every stage into runs/<timestamp>/ (or --run-dir); "
+        "rerunning on the same run dir skips finished stages.",
+    )
     p.add_argument("--config", type=Path, default=None, help="TOML file overriding defaults")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="run directory (default: runs/<timestamp>); reuse one to resume")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/<timestamp>); reuse one to resume",
+    )
     p.set_defaults(func=run)
 
 

@@ -19,40 +19,93 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "pareto.png. Each step is skipped when its output exists; --resume continues a "
         "killed run with all finished trials (docs/search.md).",
     )
-    p.add_argument("--supernet", required=True, type=Path, metavar="CKPT",
-                   help="supernet.pt, a `srsearch supernet` run directory or its last.ckpt")
-    p.add_argument("--lut", required=True, type=Path, metavar="LUT",
-                   help="latency table of the target (`srsearch latency build`)")
-    p.add_argument("--budget-ms", required=True, type=float, metavar="B",
-                   help="latency budget on the table's target, ms")
-    p.add_argument("--data", default="builtin", metavar="SPEC",
-                   help="'builtin', a folder of HR images, or div2k:ROOT; its val split scores "
-                   "candidates, its train split fine-tunes (default: %(default)s)")
+    p.add_argument(
+        "--supernet",
+        required=True,
+        type=Path,
+        metavar="CKPT",
+        help="supernet.pt, a `srsearch supernet` run directory or its last.ckpt",
+    )
+    p.add_argument(
+        "--lut",
+        required=True,
+        type=Path,
+        metavar="LUT",
+        help="latency table of the target (`srsearch latency build`)",
+    )
+    p.add_argument(
+        "--budget-ms",
+        required=True,
+        type=float,
+        metavar="B",
+        help="latency budget on the table's target, ms",
+    )
+    p.add_argument(
+        "--data",
+        default="builtin",
+        metavar="SPEC",
+        help="'builtin', a folder of HR images, or div2k:ROOT; its val split scores "
+        "candidates, its train split fine-tunes (default: %(default)s)",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--trials", type=int, default=200, help="stage-2 trials in total")
-    p.add_argument("--stage3-trials", type=int, default=40,
-                   help="stage-3 trials (0: no pruning search)")
-    p.add_argument("--finetune-steps", type=int, default=1000,
-                   help="fine-tuning steps (0: keep the inherited weights)")
-    p.add_argument("--sampler", default="evolution", choices=("evolution", "tpe", "random"),
-                   help="stage-2 sampler (default: %(default)s; docs/search.md)")
-    p.add_argument("--stage3-sampler", default="gp", choices=("gp", "tpe"),
-                   help="stage-3 sampler (default: %(default)s)")
-    p.add_argument("--crop", type=int, default=64,
-                   help="score candidates on LR center crops of this side (0: whole images)")
-    p.add_argument("--max-ratio", type=float, default=0.75,
-                   help="largest stage-3 pruning ratio per layer group")
+    p.add_argument(
+        "--stage3-trials", type=int, default=40, help="stage-3 trials (0: no pruning search)"
+    )
+    p.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=1000,
+        help="fine-tuning steps (0: keep the inherited weights)",
+    )
+    p.add_argument(
+        "--sampler",
+        default="evolution",
+        choices=("evolution", "tpe", "random"),
+        help="stage-2 sampler (default: %(default)s; docs/search.md)",
+    )
+    p.add_argument(
+        "--stage3-sampler",
+        default="gp",
+        choices=("gp", "tpe"),
+        help="stage-3 sampler (default: %(default)s)",
+    )
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=64,
+        help="score candidates on LR center crops of this side (0: whole images)",
+    )
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=0.75,
+        help="largest stage-3 pruning ratio per layer group",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="fine-tuning batch")
     p.add_argument("--lr-patch", type=int, default=48, help="fine-tuning LR patch side")
     p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
-    p.add_argument("--distill", type=float, default=0.0,
-                   help="fine-tuning distillation weight from the largest subnet (0..1)")
-    p.add_argument("--measure", default=None, metavar="TARGET",
-                   help="measure the final model on 'host', 'adb' or 'adb:SERIAL'")
-    p.add_argument("--baseline", action="append", default=[], metavar="NAME=MS:PSNR",
-                   help="mark a baseline on pareto.png (repeatable)")
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="fine-tuning distillation weight from the largest subnet (0..1)",
+    )
+    p.add_argument(
+        "--measure",
+        default=None,
+        metavar="TARGET",
+        help="measure the final model on 'host', 'adb' or 'adb:SERIAL'",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=MS:PSNR",
+        help="mark a baseline on pareto.png (repeatable)",
+    )
     p.add_argument("--accelerator", default="cpu", help="fine-tuning: cpu, gpu, auto, ...")
     p.add_argument("--devices", default="1", help="fine-tuning: number of devices or 'auto'")
     p.set_defaults(func=run)
@@ -114,13 +167,23 @@ def run(args: argparse.Namespace) -> int:
         from android_bench import device_from_target
 
         device = device_from_target(args.measure)
-    s = run_search(supernet, predictor, cfg, args.out, resume=args.resume, device=device,
-                   baselines=baselines, export_options=table_export_options(predictor),
-                   progress=True)
+    s = run_search(
+        supernet,
+        predictor,
+        cfg,
+        args.out,
+        resume=args.resume,
+        device=device,
+        baselines=baselines,
+        export_options=table_export_options(predictor),
+        progress=True,
+    )
     measured = s["measured_latency_ms"]
-    print(f"searched {s['candidates_scored']} candidates in {s['search_wall_s']:.0f} s; "
-          f"predicted {s['predicted_latency_ms']:.2f} ms (budget {s['budget_ms']:g})"
-          + (f", measured {measured:.2f} ms" if measured is not None else "")
-          + f"; val Y-PSNR {s['psnr']:.3f} dB (bicubic {s['psnr_bicubic']:.3f}), "
-          f"SSIM {s['ssim']:.4f}; {args.out / 'model.pt'}")
+    print(
+        f"searched {s['candidates_scored']} candidates in {s['search_wall_s']:.0f} s; "
+        f"predicted {s['predicted_latency_ms']:.2f} ms (budget {s['budget_ms']:g})"
+        + (f", measured {measured:.2f} ms" if measured is not None else "")
+        + f"; val Y-PSNR {s['psnr']:.3f} dB (bicubic {s['psnr_bicubic']:.3f}), "
+        f"SSIM {s['ssim']:.4f}; {args.out / 'model.pt'}"
+    )
     return 0

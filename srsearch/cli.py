@@ -23,7 +23,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "latency",
     "search",
-    "compare",
     "export",
 )
 
@@ -35,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"srsearch.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"srsearch.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"srsearch.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -57,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"srsearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"srsearch {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(
+            f"srsearch {args.command}: interrupted; rerun with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

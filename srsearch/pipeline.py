@@ -233,16 +233,23 @@ def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.modelio import load_model_file
 
     h, w = lr_size(parse_size(cfg.out_size), cfg.scale)
-    files = {}
+    files, failed = {}, {}
     for name, path in _models(cfg, run_dir).items():
         out = run_dir / "export" / f"{name}.tflite"
         if not out.is_file():
             model, _ = load_model_file(path)
-            export_tflite(
-                model, out, input_size=(w, h), data=cfg.data, source=str(path), allow_cpu_ops=True
-            )
+            try:
+                export_tflite(model, out, input_size=(w, h), data=cfg.data, source=str(path),
+                              allow_cpu_ops=True)
+            except Exception as exc:  # noqa: BLE001 - a baseline the converter cannot take
+                if name == "searched":
+                    raise
+                failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                print(f"[pipeline] {name} could not be exported, left out of the benchmark: "
+                      f"{failed[name]}", flush=True)
+                continue
         files[name] = str(out)
-    return files
+    return {"files": files, "failed": failed}
 
 
 def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:

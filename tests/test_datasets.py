@@ -236,6 +236,12 @@ def test_builtin_split_and_sizes():
         "hubble_deep_field",
         "retina",
         "ihc",
+        "camera",
+        "coins",
+        "moon",
+        "grass",
+        "gravel",
+        "brick",
     }
     val = load_images("builtin", 4, "val")
     assert [(im.name, im.hr.shape, im.lr.shape) for im in val] == [
@@ -246,6 +252,9 @@ def test_builtin_split_and_sizes():
     assert [im.name for im in train] == list(BUILTIN_TRAIN)
     sizes = {im.name: im.hr.shape for im in train}
     assert sizes["astronaut"] == (510, 510, 3) and sizes["retina"] == (1410, 1410, 3)
+    # grayscale photos are expanded to three equal channels
+    cam = next(im for im in train if im.name == "camera")
+    assert (cam.hr[..., 0] == cam.hr[..., 1]).all() and (cam.hr[..., 1] == cam.hr[..., 2]).all()
     assert all(im.lr.shape[0] * 3 == im.hr.shape[0] for im in train)
     assert not list((Path(os.environ["SRSEARCH_CACHE"])).glob("**/*.npy"))  # memory only
 

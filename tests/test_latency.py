@@ -483,7 +483,8 @@ def test_cli_build_and_validate_on_host(tmp_path: Path, capsys, monkeypatch) -> 
     monkeypatch.setenv("SRSEARCH_CACHE", str(tmp_path / "cache"))  # probe files go here
     lut = tmp_path / "lut.json"
     tiny = ["--blocks", "conv", "--max-width", "8", "--max-depth", "3", "--out-size", "32x24"]
-    args = ["latency", "build", "--out", str(lut), "--runs", "3", "--nets", "0", *tiny]
+    fast = ["--runs", "3", "--rounds", "1", "--jobs", "1"]  # one process: no worker start-up
+    args = ["latency", "build", "--out", str(lut), "--nets", "0", *fast, *tiny]
     assert cli_main(args) == 0
     d = json.loads(lut.read_text())
     assert len(d["entries"]) == 6 and d["lr_hw"] == [12, 16]  # head, cell, tail, skip, add, ps
@@ -498,7 +499,7 @@ def test_cli_build_and_validate_on_host(tmp_path: Path, capsys, monkeypatch) -> 
     assert op_histogram(shuffle) == {"DEPTH_TO_SPACE": 1}
     assert d["export"] == {"channels_last_io": True, "depth_to_space": True}
 
-    assert cli_main(["latency", "validate", "--lut", str(lut), "--n", "2", "--runs", "3"]) == 0
+    assert cli_main(["latency", "validate", "--lut", str(lut), "--n", "2", *fast]) == 0
     report = json.loads((tmp_path / "lut.validate.json").read_text())
     assert report["n"] == 2 and len(report["nets"]) == 2
     assert "MAPE" in capsys.readouterr().out

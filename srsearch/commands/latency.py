@@ -72,12 +72,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="host: time each model in a fresh process (slower; docs/latency.md)",
     )
-    # Advanced: shrink the space (tests, quick looks) and tune batching / the export layout.
+    # Advanced: shrink the space (tests, quick looks) and tune batching.
     b.add_argument("--max-width", type=int, default=None, help=argparse.SUPPRESS)
     b.add_argument("--max-depth", type=int, default=None, help=argparse.SUPPRESS)
     b.add_argument("--blocks", default=None, help=argparse.SUPPRESS)
     b.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
-    b.add_argument("--nchw-io", action="store_true", help=argparse.SUPPRESS)
+    b.add_argument(
+        "--layout",
+        choices=("nhwc", "nchw"),
+        default="nhwc",
+        help="input/output layout of the whole nets, as `srsearch export --layout` (default: nhwc)",
+    )
+    b.add_argument(
+        "--no-depth-to-space",
+        action="store_true",
+        help="time the pixel shuffle as litert-torch's RESHAPE/TRANSPOSE chain, as `srsearch "
+        "export --no-depth-to-space` ships it (default: one DEPTH_TO_SPACE)",
+    )
     b.add_argument(
         "--no-probe-cache",
         action="store_true",
@@ -221,7 +232,8 @@ def run_build(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             seed=args.seed,
             batch_size=args.batch_size,
-            channels_last_io=not args.nchw_io,
+            channels_last_io=args.layout == "nhwc",
+            depth_to_space=not args.no_depth_to_space,
             jobs=_jobs(args),
             probe_cache=None if args.no_probe_cache else probe_cache_dir(default_cache_dir()),
             on_progress=bar.update,

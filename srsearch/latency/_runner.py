@@ -18,10 +18,10 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,16 @@ from torch import nn
 from android_bench import BenchResult, Device
 from supernet.space import ArchConfig, macs
 
-Exporter = Callable[[nn.Module, tuple[int, int, int, int], Path, bool], None]
-"""exporter(module, nchw_input_shape, path, channels_last_io): write a model file at path."""
+Exporter = Callable[[nn.Module, tuple[int, int, int, int], Path, Mapping[str, Any]], None]
+"""exporter(module, nchw_input_shape, path, options): write a model file at path; options are
+`srsearch.tflite.convert` keywords (channels_last_io, depth_to_space)."""
 
 
 def export_tflite(
-    module: nn.Module, input_shape: tuple[int, int, int, int], path: Path, channels_last_io: bool
+    module: nn.Module,
+    input_shape: tuple[int, int, int, int],
+    path: Path,
+    options: Mapping[str, Any],
 ) -> None:
     """The exporter of the table: `srsearch.tflite.convert`, the converter that ships models.
 
@@ -44,7 +48,7 @@ def export_tflite(
     """
     from srsearch import tflite
 
-    tflite.convert(module, input_shape, path, channels_last_io=channels_last_io, check=False)
+    tflite.convert(module, input_shape, path, **options, check=False)
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,14 @@ class Job:
     Attributes:
         id: What its results are filed under.
         path: The model file.
-        module, input_shape, channels_last_io: What `Exporter` gets.
+        module, input_shape, options: What `Exporter` gets.
     """
 
     id: str
     path: Path
     module: nn.Module
     input_shape: tuple[int, int, int, int]
-    channels_last_io: bool = True
+    options: Mapping[str, Any] = field(default_factory=lambda: {"channels_last_io": True})
 
 
 @dataclass
@@ -79,11 +83,11 @@ class Runner:
         done = on_exported or (lambda job: None)
         if self.pool is None or len(todo) < 2:
             for j in todo:
-                self.exporter(j.module, j.input_shape, j.path, j.channels_last_io)
+                self.exporter(j.module, j.input_shape, j.path, j.options)
                 done(j)
             return
         futures = {
-            self.pool.submit(self.exporter, j.module, j.input_shape, j.path, j.channels_last_io): j
+            self.pool.submit(self.exporter, j.module, j.input_shape, j.path, dict(j.options)): j
             for j in todo
         }
         for future in as_completed(futures):

@@ -18,7 +18,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,7 @@ def build_table(
     seed: int = 0,
     batch_size: int = 8,
     channels_last_io: bool = True,
+    depth_to_space: bool = True,
     exporter: Exporter | None = None,
     jobs: int = 1,
     probe_cache: Path | None = None,
@@ -144,7 +145,10 @@ def build_table(
         rounds: Passes over all models; each figure is the median of its rounds.
         seed: Seed of the fit nets' sample.
         batch_size: Fewest probes timed between two groups of nets.
-        channels_last_io: Export the whole nets with NHWC input/output (the probes always are).
+        channels_last_io, depth_to_space: How whole nets are exported (`srsearch.tflite.convert`
+            keywords, stored as the table's "export"; the defaults are `srsearch export`'s:
+            NHWC I/O, the pixel shuffle as one DEPTH_TO_SPACE). Probes are always NHWC and
+            time the pixel shuffle the way the nets lower it.
         exporter: Writes a model file; default `srsearch.tflite.convert` (tests pass a fake).
         jobs: Processes exporting models in parallel (all exports come before any timing).
         probe_cache: Keep probe files here and reuse them (they do not depend on the device);
@@ -160,7 +164,7 @@ def build_table(
         scale=space.scale,
         out_size=tuple(out_size),
         lr_hw=lr_hw,
-        export={"channels_last_io": channels_last_io},
+        export={"channels_last_io": channels_last_io, "depth_to_space": depth_to_space},
     )
     table = _resume(path, fresh)
     table.space = dataclasses.asdict(space)
@@ -181,13 +185,13 @@ def build_table(
         folder = Path(probe_cache) if probe_cache is not None else run.workdir
         folder.mkdir(parents=True, exist_ok=True)
         probes = [baseline_probe()] + [
-            p for k in distinct_keys(space, lr_hw) for p in probes_for(k)
+            p for k in distinct_keys(space, lr_hw) for p in probes_for(k, depth_to_space)
         ]
         state.probes = {p.name: p for p in probes}
         pjobs = [Job(p.name, folder / f"{p.name}.tflite", p.module, p.input_shape) for p in probes]
         state.archs = {arch_id(a.to_dict()): a for a in archs}
         njobs = [
-            net_job(a, run.workdir / f"net{i:04d}.tflite", lr_hw, channels_last_io)
+            net_job(a, run.workdir / f"net{i:04d}.tflite", lr_hw, table.export)
             for i, a in enumerate(archs)
         ]
         pjobs = [j for j in pjobs if state.rounds_done(j) < state.rounds_wanted(j)]
@@ -219,11 +223,11 @@ def build_table(
     return table
 
 
-def net_job(arch: ArchConfig, path: Path, lr_hw: tuple[int, int], nhwc: bool) -> Job:
-    """A whole subnet as it ships (`SubNet`), filed under its `arch_id`."""
+def net_job(arch: ArchConfig, path: Path, lr_hw: tuple[int, int], export: Mapping[str, Any]) -> Job:
+    """A whole subnet as it ships (`SubNet`, exported with ``export``), filed by `arch_id`."""
     from supernet.subnet import SubNet
 
-    return Job(arch_id(arch.to_dict()), path, SubNet(arch), (1, 3, *lr_hw), nhwc)
+    return Job(arch_id(arch.to_dict()), path, SubNet(arch), (1, 3, *lr_hw), dict(export))
 
 
 class _Measurements:

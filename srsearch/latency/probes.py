@@ -7,9 +7,11 @@ pixel-shuffle lowering), not its FLOPs.
 
 Why one op per model: every op of an SR net at 640x360 moves megabytes, far more than any
 cache, so an op costs about the same alone as inside the net; the fixed cost of one `invoke`
-(the "I/O baseline", measured with `baseline_probe`) is subtracted. The exception is ADD: a
-one-input probe can only add a tensor to itself, which reads one buffer where the net reads two,
-so adds are timed as a chain (see `AddChain`) and the table keeps the per-add difference.
+(the "I/O baseline", measured with `baseline_probe`) is subtracted. The pixel shuffle is timed
+as the converter lowers it in the exported net: one DEPTH_TO_SPACE by default. The exception
+is ADD: a one-input probe can only add a tensor to itself, which reads one buffer where the
+net reads two, so adds are timed as a chain (see `AddChain`) and the table keeps the per-add
+difference.
 """
 
 from __future__ import annotations
@@ -62,6 +64,24 @@ class ConvProbe(nn.Module):
         return F.relu(y) if self.relu else y
 
 
+class DepthToSpaceProbe(nn.Module):
+    """The pixel shuffle as `srsearch.tflite.convert(depth_to_space=True)` lowers it in a net:
+    one DEPTH_TO_SPACE op (NHWC). The channel order differs from `nn.PixelShuffle`, which only
+    matters for values, not for timing; the NCHW<->NHWC permutes here cancel against those of
+    the NHWC export, so the file holds the one op.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import srsearch._depth_to_space  # noqa: F401  (registers the op and its lowering)
+
+        y = torch.ops.srsearch.depth_to_space(x.permute(0, 2, 3, 1), self.scale)
+        return y.permute(0, 3, 1, 2)  # (1, s*s*C, h, w) -> (1, C, h*s, w*s)
+
+
 class AddChain(nn.Module):
     """``n`` elementwise adds: y = x + x, then y = y + x, n - 1 times.
 
@@ -87,8 +107,13 @@ def _check_spec(spec: LayerSpec) -> None:
         raise ValueError(f"no probe for op {spec.op!r} ({key_str(spec)})")
 
 
-def probes_for(spec: LayerSpec) -> list[Probe]:
-    """The probe models that measure ``spec`` (two for adds, one otherwise)."""
+def probes_for(spec: LayerSpec, depth_to_space: bool = True) -> list[Probe]:
+    """The probe models that measure ``spec`` (two for adds, one otherwise).
+
+    Args:
+        depth_to_space: Time the pixel shuffle as one DEPTH_TO_SPACE op (what the export does
+            by default) rather than litert-torch's RESHAPE/TRANSPOSE chain.
+    """
     _check_spec(spec)
     shape = (1, spec.cin, spec.h, spec.w)
     name = key_name(spec)
@@ -99,6 +124,8 @@ def probes_for(spec: LayerSpec) -> list[Probe]:
         return [Probe(spec, name, LRSkip(scale), shape)]
     if spec.op == "pixel_shuffle":
         scale = math.isqrt(spec.cin // spec.cout)
+        if depth_to_space:
+            return [Probe(spec, f"{name}-d2s", DepthToSpaceProbe(scale), shape)]
         return [Probe(spec, name, nn.PixelShuffle(scale), shape)]
     return [
         Probe(spec, f"{name}-chain{n}", AddChain(n), shape, f"chain{n}") for n in (1, ADD_CHAIN)

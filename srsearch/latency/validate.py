@@ -150,10 +150,9 @@ def validate(
         done += 1
         progress("timing", done, total)
 
-    nhwc = table.export["channels_last_io"]
     with runner(device, exporter, jobs) as run:
         todo = [
-            net_job(a, run.workdir / f"net{i:04d}.tflite", table.lr_hw, nhwc)
+            net_job(a, run.workdir / f"net{i:04d}.tflite", table.lr_hw, table.export)
             for i, (k, a) in enumerate(by_id.items())
             if rounds_done(k) < passes
         ]

@@ -21,6 +21,7 @@ Prints every figure and the machine; saves PNGs under --img (default docs/img).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -87,8 +88,10 @@ def models() -> dict[str, dict[str, tuple[nn.Module, int, int]]]:
 
 def export_all(sec: dict[str, dict], workdir: Path) -> dict[str, Path]:
     torch.manual_seed(0)
-    files = {}
+    files: dict[str, Path] = {}
     for name, (module, cin, _) in ((n, m) for s in sec.values() for n, m in s.items()):
+        if name in files:  # the same model in two sections
+            continue
         f = workdir / f"{len(files):03d}.tflite"
         tflite.convert(module, (1, cin, H, W), f, channels_last_io=True, check=False)
         files[name] = f
@@ -134,9 +137,10 @@ def isolate_check(files: list[Path], threads: int, runs: int, rounds: int) -> No
 def drift(file: Path, threads: int, seconds: float) -> None:
     """Time one model every ~5 s for ``seconds``: how the machine's speed moves under load."""
     device = HostDevice(threads, isolate=False)
+    gc.freeze()  # HostDevice's gc.collect() calls are slow in a process holding torch
     series = []
     t0 = time.perf_counter()
-    print(f"\n## drift: {file.name} (3x3 conv 32->32) every 5 s for {seconds:.0f} s")
+    print(f"\n## drift: 3x3 conv 32->32 every 5 s for {seconds:.0f} s")
     while time.perf_counter() - t0 < seconds:
         ms = device.benchmark([file], runs=10, warmup=2)[0].median_ms
         series.append(ms)
@@ -307,6 +311,7 @@ def main() -> None:
         files = export_all(sec, Path(tmp))
         print(f"exported {len(files)} models in {time.perf_counter() - t0:.0f} s")
         device = HostDevice(args.threads, isolate=False)
+        gc.freeze()  # see srsearch.latency._runner._frozen_gc
         ms = time_rounds(device, files, args.runs, args.rounds)
         report(sec, ms)
         print(f"saved {plot_widths(sec, ms, args.img, title)}")

@@ -29,7 +29,8 @@ class PipelineConfig:
     data: str = "builtin"  # training data spec
     eval_data: tuple[str, ...] = ()  # extra evaluation sets (specs); the val split is always used
     scale: int = 2
-    # FSRCNN is left out by default: litert-torch 0.10 cannot convert its transposed conv.
+    # FSRCNN is not a default; it exports through its exact sub-pixel form (FSRCNN.collapse)
+    # since litert-torch 0.10 cannot convert its transposed conv.
     baselines: tuple[str, ...] = ("espcn", "ecbsr-m4c8", "ecbsr-m4c16")
     train_steps: int = 1000  # fine-tune steps of the searched model = training steps of baselines
     batch_size: int = 16

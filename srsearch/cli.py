@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "latency",
     "search",
+    "compare",
     "export",
 )
 

@@ -292,9 +292,9 @@ class PatchDataset(Dataset):
     proportional to its LR area, a uniform crop position and, with `augment`, one of 8
     flips/rotations. Flat crops (LR standard deviation below `min_std` grey levels, such as the
     black sky of hubble_deep_field or retina's background) are redrawn up to `max_tries` times:
-    they carry no high frequencies to learn from. Call `set_epoch` at the start of each epoch (e.g. in a LightningModule's
-    `on_train_epoch_start`) to draw new patches; workers started before that call
-    (`persistent_workers=True`) keep the old epoch.
+    they carry no high frequencies to learn from. Call `set_epoch` at the start of each epoch
+    (e.g. in a LightningModule's `on_train_epoch_start`) to draw new patches; workers started
+    before that call (`persistent_workers=True`) keep the old epoch.
     """
 
     def __init__(

@@ -77,6 +77,7 @@ def calculate_ssim(
 
 
 def _check_rgb_uint8(img: np.ndarray, name: str) -> None:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 \
+            or img.shape[2] != 3:
         desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
         raise ValueError(f"{name} must be a uint8 RGB array (H, W, 3), got {desc}")

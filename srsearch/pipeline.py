@@ -148,25 +148,40 @@ def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    import os
+
+    from rich.console import Console
+
+    from srsearch._imageio import default_cache_dir
+    from srsearch.commands.latency import ProgressBars
     from srsearch.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
+    from srsearch.latency._runner import probe_cache_dir
 
     device = _device(cfg)
     path = run_dir / "latency" / "lut.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     target = {"target": cfg.target, "options": {"threads": cfg.threads}}
-    build_table(
-        device,
-        _space(cfg),
-        path,
-        out_size=parse_size(cfg.out_size),
-        target=target,
-        runs=cfg.latency_runs,
-        n_nets=cfg.latency_nets,
-    )
+    jobs = min(4, os.cpu_count() or 1)  # processes exporting models (before any timing)
+    console = Console()
+    with ProgressBars(console) as bars:
+        build_table(
+            device,
+            _space(cfg),
+            path,
+            out_size=parse_size(cfg.out_size),
+            target=target,
+            runs=cfg.latency_runs,
+            n_nets=cfg.latency_nets,
+            jobs=jobs,
+            probe_cache=probe_cache_dir(default_cache_dir()),
+            on_progress=bars.update,
+        )
     result: dict[str, Any] = {"lut": str(path)}
     if cfg.validate_nets:
-        v = validate(LatencyModel.load(path), device, validation_path(path), n=cfg.validate_nets)
+        with ProgressBars(console) as bars:
+            v = validate(LatencyModel.load(path), device, validation_path(path),
+                         n=cfg.validate_nets, jobs=jobs, on_progress=bars.update)
         result.update({k: v[k] for k in ("mape_pct", "max_error_pct", "spearman") if k in v})
     return result
 
@@ -203,19 +218,10 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.models import preset_config, preset_lr
-    from srsearch.training import train
+    from srsearch.compare import train_baselines
 
-    results = {}
-    for name in cfg.baselines:
-        out = run_dir / "baselines" / name
-        if (out / "model.pt").is_file():
-            results[name] = json.loads((out / "metrics.json").read_text())
-            continue
-        print(f"[pipeline] training {name} for {cfg.train_steps} steps -> {out}", flush=True)
-        tcfg = _train_cfg(cfg, cfg.train_steps, lr=preset_lr(name))
-        results[name] = train(preset_config(name, cfg.scale), tcfg, out, resume=True)
-    return results
+    return train_baselines(cfg.baselines, cfg.scale, run_dir / "baselines",
+                           lambda lr: _train_cfg(cfg, cfg.train_steps, lr=lr), _log)
 
 
 def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
@@ -229,28 +235,17 @@ def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
 
 
 def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.export import export_tflite, parse_size
+    from srsearch.compare import export_models
+    from srsearch.export import parse_size
     from srsearch.latency import lr_size
-    from srsearch.modelio import load_model_file
 
-    h, w = lr_size(parse_size(cfg.out_size), cfg.scale)
-    files, failed = {}, {}
-    for name, path in _models(cfg, run_dir).items():
-        out = run_dir / "export" / f"{name}.tflite"
-        if not out.is_file():
-            model, _ = load_model_file(path)
-            try:
-                export_tflite(model, out, input_size=(w, h), data=cfg.data, source=str(path),
-                              allow_cpu_ops=True)
-            except Exception as exc:  # noqa: BLE001 - a baseline the converter cannot take
-                if name == "searched":
-                    raise
-                failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                print(f"[pipeline] {name} could not be exported, left out of the benchmark: "
-                      f"{failed[name]}", flush=True)
-                continue
-        files[name] = str(out)
-    return {"files": files, "failed": failed}
+    files, failed = export_models(_models(cfg, run_dir), lr_size(parse_size(cfg.out_size),
+                                  cfg.scale), run_dir / "export", cfg.data, _log)
+    return {"files": {k: str(v) for k, v in files.items()}, "failed": failed}
+
+
+def _log(message: str) -> None:
+    print(f"[pipeline] {message}", flush=True)
 
 
 def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:

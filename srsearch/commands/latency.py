@@ -218,7 +218,7 @@ def run_build(args: argparse.Namespace) -> int:
         f"{args.nets} whole nets -> {args.out}"
     )
     t0 = time.perf_counter()
-    with _Bar(console) as bar:
+    with ProgressBars(console) as bar:
         table = build_table(
             device,
             space,
@@ -274,7 +274,7 @@ def run_validate(args: argparse.Namespace) -> int:
     device = device_from_target(target["target"], **opts)
     out = validation_path(args.lut)
     console.print(f"device [bold]{device.fingerprint_id()}[/bold]; {args.n} nets -> {out}")
-    with _Bar(console) as bar:
+    with ProgressBars(console) as bar:
         report = validate(
             model,
             device,
@@ -311,7 +311,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-class _Bar:
+class ProgressBars:
     """One rich progress bar per stage ("layers", "nets"), fed by on_progress callbacks."""
 
     def __init__(self, console: Any) -> None:
@@ -334,7 +334,7 @@ class _Bar:
         )
         self.tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> _Bar:
+    def __enter__(self) -> ProgressBars:
         self.progress.__enter__()
         return self
 

@@ -249,7 +249,9 @@ def run_search(
     space = supernet.space
     scale = space.scale
     config = {**asdict(cfg), "space": repr(space),
-              "target": getattr(predictor, "fingerprint_id", None)}
+              "target": getattr(predictor, "fingerprint_id", None),
+              # how to rebuild the target's device (`srsearch compare` measures on it)
+              "target_spec": getattr(getattr(predictor, "table", None), "target", None)}
     _check_run_dir(out, config, resume)
     supernet = supernet.eval()
     images = load_images(cfg.data, scale, "val")

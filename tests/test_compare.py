@@ -1,0 +1,135 @@
+"""`srsearch compare` on a tiny search run: trains, exports, times on this host, evaluates."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from srsearch.cli import main
+from srsearch.compare import compare_run, count_macs, margins
+from srsearch.errors import UserError
+from srsearch.models import build_model, preset_config
+from srsearch.search import RunConfig, run_search
+from supernet.network import SuperNet
+from supernet.space import ArchConfig, macs
+from tests.test_search import BUDGET, SPACE, FakePredictor
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, request):
+    image_dir = request.getfixturevalue("image_dir_module")
+    torch.manual_seed(0)
+    net = SuperNet(SPACE)
+    net.reorder_channels()
+    out = tmp_path_factory.mktemp("compare") / "run"
+    cfg = RunConfig(
+        budget_ms=BUDGET,
+        data=str(image_dir),
+        trials=3,
+        stage3_trials=0,
+        finetune_steps=2,
+        batch_size=2,
+        lr_patch=8,
+        crop=16,
+        seed=0,
+    )
+    run_search(net.eval(), FakePredictor(), cfg, out)
+    return out, image_dir
+
+
+@pytest.fixture(scope="module")
+def image_dir_module(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import smooth_image
+
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(8):
+        Image.fromarray(smooth_image(rng, 64, 72)).save(d / f"img{i:02d}.png")
+    return d
+
+
+def test_count_macs_matches_hand_counts():
+    espcn = build_model(preset_config("espcn", 2))
+    per_px = 3 * 64 * 25 + 64 * 32 * 9 + 32 * 12 * 9
+    assert count_macs(espcn, (10, 12)) == per_px * 120
+    arch = SPACE.max_arch()
+    subnet = build_model({"family": "subnet", "scale": 2, "arch": arch.to_dict()})
+    assert count_macs(subnet, (16, 16)) == macs(arch, (16, 16))
+    assert count_macs(build_model(preset_config("bicubic", 2)), (8, 8)) == 0
+
+
+def test_compare_trains_measures_and_writes_one_table(run_dir, capsys):
+    run, image_dir = run_dir
+    result = compare_run(
+        run, [str(image_dir)], baselines=("espcn", "ecbsr-m4c8"), threads=1, bench_runs=3
+    )
+    out = run / "compare"
+    rows = result["models"]
+    assert list(rows) == ["bicubic", "searched", "espcn", "ecbsr-m4c8"]
+    summary = json.loads((run / "summary.json").read_text())
+    searched = ArchConfig.from_dict(summary["pruned_arch"])
+    assert rows["searched"]["macs"] == macs(searched, (16, 16))
+    for name in ("searched", "espcn", "ecbsr-m4c8"):
+        assert rows[name]["latency_ms"] > 0, name
+        assert (out / "export" / f"{name}.tflite").is_file()
+        assert 5 < rows[name]["psnr"][str(image_dir)] < 60
+    for name in ("espcn", "ecbsr-m4c8"):  # same data and steps as the fine-tune
+        assert rows[name]["trained_steps"] == 2
+        train_cfg = json.loads((out / name / "train_config.json").read_text())["train"]
+        assert train_cfg["data"] == str(image_dir) and train_cfg["lr_patch"] == 8
+    # ecbsr is timed and counted in its collapsed form: head, 4 plain 3x3, tail, 1x1 skip
+    assert rows["ecbsr-m4c8"]["macs"] == 256 * (3 * 8 * 9 + 4 * 8 * 8 * 9 + 8 * 12 * 9 + 3 * 12)
+    assert rows["bicubic"]["latency_ms"] is None and rows["bicubic"]["params"] == 0
+    table = (out / "compare.md").read_text()
+    assert "| searched |" in table and "| espcn |" in table and "searched minus" in table
+    assert [r["model"] for r in csv.DictReader((out / "compare.csv").open())] == list(rows)
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "compare.json").read_text())["margins"] == result["margins"]
+    # a rerun trains nothing again
+    mtime = (out / "espcn" / "model.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "compare",
+                "--run",
+                str(run),
+                "--baselines",
+                "espcn",
+                "--threads",
+                "1",
+                "--bench-runs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (out / "espcn" / "model.pt").stat().st_mtime_ns == mtime
+    printed = capsys.readouterr().out
+    assert "trained (skipped)" in printed and "| espcn |" in printed
+
+
+def test_margins_use_only_baselines_within_the_budget():
+    rows = {
+        "searched": {"latency_ms": 9.0, "psnr": {"d": 31.0}},
+        "slow": {"latency_ms": 50.0, "psnr": {"d": 32.0}},
+        "fast": {"latency_ms": 8.0, "psnr": {"d": 30.5}},
+        "faster": {"latency_ms": 4.0, "psnr": {"d": 30.0}},
+        "broken": {"latency_ms": None, "psnr": {"d": 40.0}},
+    }
+    m = margins(rows, ["d"], budget_ms=10.0)["d"]
+    assert m["best_baseline"] == "fast" and m["margin_db"] == pytest.approx(0.5)
+    assert margins(rows, ["d"], budget_ms=1.0)["d"]["best_baseline"] is None
+
+
+def test_compare_errors_name_the_input(tmp_path, run_dir, capsys):
+    assert main(["compare", "--run", str(tmp_path)]) == 2
+    assert f"--run {tmp_path}: not a finished search run" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--baselines: unknown \\['nope'\\]"):
+        compare_run(run_dir[0], baselines=("nope",))

@@ -25,6 +25,7 @@ from _common import machine  # noqa: E402
 
 from srsearch.datasets import load_images  # noqa: E402
 from srsearch.evaluate import evaluate  # noqa: E402
+from srsearch.search.run import RunConfig  # noqa: E402
 from srsearch.training import TrainConfig, train  # noqa: E402
 from supernet.space import macs  # noqa: E402
 from supernet.training import load_supernet  # noqa: E402
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--steps", type=int, default=300, help="fine-tune steps per subnet")
+    ap.add_argument("--lr", type=float, default=RunConfig.lr, help="fine-tune learning rate "
+                    "(default: the search's, %(default)g)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=Path("proxy_rank.json"))
     args = ap.parse_args()
@@ -56,7 +59,7 @@ def main() -> None:
             data=args.data,
             scale=scale,
             max_steps=args.steps,
-            lr=2e-4,
+            lr=args.lr,
             val_every=args.steps,
             seed=args.seed,
         )

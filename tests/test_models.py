@@ -85,3 +85,14 @@ def test_unknown_names_are_user_errors():
         build_model({"family": "espcn", "scale": 2, "depth": 3})
     with pytest.raises(UserError, match="known families"):
         build_model({"family": "nope", "scale": 2})
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_espcn_skip_adds_nearest_upsampling(scale):
+    with_skip = build_model(preset_config("espcn", scale)).eval()
+    paper = build_model(preset_config("espcn-paper", scale)).eval()
+    assert with_skip.config()["skip"] and not paper.config()["skip"]
+    paper.load_state_dict(with_skip.state_dict())  # the skip has no weights
+    x = torch.rand(1, 3, 5, 7)
+    nearest = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
+    torch.testing.assert_close(with_skip(x) - paper(x), nearest)

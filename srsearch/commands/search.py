@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="fine-tuning batch")
     p.add_argument("--lr-patch", type=int, default=48, help="fine-tuning LR patch side")
-    p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
+    p.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate")
     p.add_argument(
         "--distill",
         type=float,

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from srsearch import atomic
 from srsearch.errors import UserError
 
 # ESPCN, FSRCNN (and its small form) and the ECBSR-style plain family at four sizes.
@@ -307,7 +306,7 @@ def compare_run(
         "models": rows,
         "margins": margins(rows, [s for s, _ in sets], run.budget_ms),
     }
-    _write_json(result, out / "compare.json")
+    atomic.write_json(out / "compare.json", result)
     write_tables(result, out)
     plot(result, out / "compare.png")
     return result
@@ -378,7 +377,7 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
                 f"{m['margin_db']:+.3f} dB."
             )
     lines.append("")
-    _write_text("\n".join(lines), out / "compare.md")
+    atomic.write_text(out / "compare.md", "\n".join(lines))
 
 
 def plot(result: Mapping[str, Any], path: Path) -> None:
@@ -423,14 +422,3 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def _write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    _write_text(json.dumps(obj, indent=2, default=str), path)

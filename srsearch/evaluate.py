@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,6 @@ def format_table(result: dict[str, Any], model_name: str) -> str:
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    from srsearch import atomic
+
+    return atomic.write_json(path, result)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import json
 import math
 import os
 import time
@@ -369,6 +368,6 @@ def _psnr_check(
 
 
 def _write_json(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from srsearch import atomic
+
+    atomic.write_json(path, obj)

@@ -259,8 +259,11 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from srsearch.compare import count_macs
     from srsearch.datasets import load_images
     from srsearch.evaluate import evaluate, write_json
+    from srsearch.export import parse_size
+    from srsearch.latency import lr_size
     from srsearch.modelio import load_model_file
     from srsearch.models import build_model, inference_form, preset_config
 
@@ -268,14 +271,16 @@ def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     sets += [(spec, load_images(spec, cfg.scale, "all")) for spec in cfg.eval_data]
     models = {"bicubic": build_model(preset_config("bicubic", cfg.scale))}
     for name, path in _models(cfg, run_dir).items():
-        models[name], _ = load_model_file(path)
+        models[name] = inference_form(load_model_file(path)[0]).eval()  # what is exported
+    lr_hw = lr_size(parse_size(cfg.out_size), cfg.scale)
+    size = {name: {"params": sum(p.numel() for p in m.parameters()),
+                   "gmacs": count_macs(m, lr_hw) / 1e9} for name, m in models.items()}
     table: dict[str, Any] = {}
     for set_name, images in sets:
         for name, model in models.items():
-            res = evaluate(inference_form(model), images, cfg.scale)
+            res = evaluate(model, images, cfg.scale)
             write_json(res, run_dir / "eval" / f"{name}__{_slug(set_name)}.json")
-            params = sum(p.numel() for p in model.parameters())
-            table.setdefault(set_name, {})[name] = {**res["mean"], "params": params}
+            table.setdefault(set_name, {})[name] = {**res["mean"], **size[name]}
             print(
                 f"[pipeline] {name:<14} on {set_name}: {res['mean']['psnr']:.3f} dB "
                 f"(bicubic {res['mean']['psnr_bicubic']:.3f})",
@@ -298,7 +303,9 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         "",
         f"Data `{cfg.data}`, x{cfg.scale}, target `{cfg.target}` ({cfg.threads} threads), "
         f"budget {cfg.budget_ms:g} ms at {cfg.out_size} output; the searched model was "
-        f"fine-tuned and the baselines trained for {cfg.train_steps} steps.",
+        f"fine-tuned and the baselines trained for {cfg.train_steps} steps. Params and GMACs "
+        "are those of the exported (inference) form at the LR input; latency is the median on "
+        "the target.",
         "",
     ]
     if "search" in done:
@@ -321,12 +328,13 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         lines += [
             f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})",
             "",
-            "| model | PSNR (dB) | SSIM | measured latency (ms) | params |",
-            "|---|---:|---:|---:|---:|",
+            "| model | PSNR (dB) | SSIM | measured latency (ms) | params | GMACs |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for m, r in rows.items():
             ms = f"{lat[m]:.2f}" if m in lat else "-"
-            lines.append(f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} | {ms} | {r['params']} |")
+            lines.append(f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} | {ms} | {r['params']} | "
+                         f"{r.get('gmacs', float('nan')):.2f} |")
         lines.append("")
     set_name, rows = next(iter(table.items()))
     fig, ax = plt.subplots(figsize=(6, 4))

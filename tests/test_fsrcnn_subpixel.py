@@ -25,8 +25,9 @@ def _random_fsrcnn(scale: int, seed: int = 0, **kw) -> FSRCNN:
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("hw", [(7, 9), (12, 10)])
-def test_collapse_is_exact(scale, hw):
-    model = _random_fsrcnn(scale, seed=scale, d=16, s=6, m=2)
+@pytest.mark.parametrize("skip", [False, True])
+def test_collapse_is_exact(scale, hw, skip):
+    model = _random_fsrcnn(scale, seed=scale, d=16, s=6, m=2, skip=skip)
     sub = inference_form(model)
     assert type(sub).__name__ == "FSRCNNSubpixel"
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in sub.modules())

@@ -14,7 +14,6 @@ keeps everything it finished and a rerun measures only what is missing.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,11 +182,9 @@ def arch_id(arch: dict[str, Any]) -> str:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    from srsearch import atomic
+
+    atomic.write_json(path, obj, indent=1)
 
 
 def _size(wh: tuple[int, int]) -> str:

@@ -25,13 +25,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from srsearch.atomic import write_json, write_text
 from srsearch.errors import UserError
 from srsearch.search._optuna import LatencyPredictor, load_study, record
 from srsearch.search.evaluator import SubnetEvaluator
@@ -107,15 +107,11 @@ class RunConfig:
 
 
 def _write_text(text: str, path: Path) -> None:
-    """Atomic write, so a killed run never leaves half a file that would mark a step done."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    _write_text(json.dumps(obj, indent=2, default=str), path)
+    write_json(path, obj)
 
 
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:

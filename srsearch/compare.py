@@ -64,6 +64,7 @@ class RunSettings:
     lr_hw: tuple[int, int]
     target_id: str | None
     target: dict[str, Any] | None
+    precision: str = "fp32"  # what the latency table timed, so what is exported and timed
 
     @classmethod
     def load(cls, run_dir: Path) -> RunSettings:
@@ -92,6 +93,7 @@ class RunSettings:
             lr_hw=tuple(summary["lr_hw"]),
             target_id=summary.get("target"),
             target=cfg.get("target_spec"),
+            precision=(cfg.get("export_spec") or {}).get("precision", "fp32"),
         )
 
 
@@ -164,9 +166,11 @@ def export_models(
     out_dir: Path,
     data: str,
     log: Callable[[str], None] = print,
+    precision: str = "fp32",
 ) -> tuple[dict[str, Path], dict[str, str]]:
-    """fp32 LiteRT export (checked against PyTorch) of each ``model.pt``; returns the files and,
-    for models the converter cannot take, the reason (they are left out, not fatal)."""
+    """LiteRT export (checked against PyTorch; int8 calibrated on ``data``'s train split) of
+    each ``model.pt``; returns the files and, for models the converter cannot take, the reason
+    (they are left out, not fatal)."""
     from srsearch.export import export_tflite
     from srsearch.modelio import load_model_file
 
@@ -181,6 +185,7 @@ def export_models(
                     out,
                     input_size=(lr_hw[1], lr_hw[0]),
                     data=data,
+                    precision=precision,
                     source=str(path),
                     allow_cpu_ops=True,
                     log=log,
@@ -255,7 +260,12 @@ def compare_run(
             f"was built on {run.target_id}"
         )
     files, failed = export_models(
-        paths, run.lr_hw, out / "export", run.data, lambda m: log(f"[compare] {m}")
+        paths,
+        run.lr_hw,
+        out / "export",
+        run.data,
+        lambda m: log(f"[compare] {m}"),
+        precision=run.precision,
     )
     log(
         f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs each"
@@ -301,6 +311,7 @@ def compare_run(
         "budget_ms": run.budget_ms,
         "lr_hw": list(run.lr_hw),
         "device": device.fingerprint_id(),
+        "precision": run.precision,
         "fingerprint": device.fingerprint(),
         "eval_sets": [s for s, _ in sets],
         "models": rows,
@@ -360,7 +371,8 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
         "",
         f"x{result['scale']}, LR input {w_}x{h}; baselines trained on `{result['data']}` for "
         f"{result['steps']} steps (the searched model's fine-tuning); latency: median on "
-        f"{result['device']}; Y-PSNR (dB) / SSIM, shave = scale.",
+        f"{result['device']}, {result['precision']} files; Y-PSNR (dB) / SSIM of the PyTorch "
+        "models, shave = scale.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -47,6 +47,7 @@ class PipelineConfig:
     threads: int = 2
     benchmark_binary: str | None = None  # benchmark_model path, for adb targets
     budget_ms: float = 30.0
+    deploy_precision: str = "fp32"  # fp32 or int8: what the latency table times and export ships
     out_size: str = "1280x720"
     bench_runs: int = 20  # runs per model in the final 720p benchmark
     accelerator: str = "cpu"
@@ -58,6 +59,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
             raise UserError(f"pipeline config: scale {self.scale} must be 2, 3 or 4")
+        if self.deploy_precision not in ("fp32", "int8"):
+            raise UserError(f"pipeline config: deploy_precision {self.deploy_precision!r} must "
+                            "be fp32 or int8")
         if self.train_steps < 1:
             raise UserError(f"pipeline config: train_steps {self.train_steps} must be >= 1")
 
@@ -174,6 +178,7 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             runs=cfg.latency_runs,
             n_nets=cfg.latency_nets,
             jobs=jobs,
+            precision=cfg.deploy_precision,
             probe_cache=probe_cache_dir(default_cache_dir()),
             on_progress=bars.update,
         )
@@ -240,7 +245,8 @@ def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.latency import lr_size
 
     files, failed = export_models(_models(cfg, run_dir), lr_size(parse_size(cfg.out_size),
-                                  cfg.scale), run_dir / "export", cfg.data, _log)
+                                  cfg.scale), run_dir / "export", cfg.data, _log,
+                                  precision=cfg.deploy_precision)
     return {"files": {k: str(v) for k, v in files.items()}, "failed": failed}
 
 

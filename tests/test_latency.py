@@ -506,3 +506,25 @@ def test_cli_build_and_validate_on_host(tmp_path: Path, capsys, monkeypatch) -> 
 
     assert cli_main(["latency", "build", "--out", str(lut), "--threads", "1", *tiny]) == 2
     assert "latencies of different targets do not mix" in capsys.readouterr().err
+
+
+def test_cli_build_int8_times_int8_files_and_keeps_precisions_apart(tmp_path, capsys, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.setenv("SRSEARCH_CACHE", str(tmp_path / "cache"))
+    lut = tmp_path / "lut.json"
+    tiny = ["--blocks", "conv", "--max-width", "8", "--max-depth", "2", "--out-size", "32x24"]
+    fast = ["--runs", "2", "--rounds", "1", "--jobs", "1"]
+    args = ["latency", "build", "--out", str(lut), "--nets", "2", *fast, *tiny]
+    assert cli_main([*args, "--precision", "int8"]) == 0
+    d = json.loads(lut.read_text())
+    assert d["export"] == {"channels_last_io": True, "depth_to_space": True, "precision": "int8"}
+    assert len(d["nets"]) == 2
+    probes = list((tmp_path / "cache").glob("latency-probes/*/int8/*.tflite"))
+    assert len(probes) == 8 and not list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
+    (conv,) = [f for f in probes if f.name.startswith("conv-3-8-k3")]
+    interp = Interpreter(str(conv))
+    assert interp.get_input_details()[0]["dtype"].__name__ == "int8"  # quantised, not fp32
+    # an fp32 build into the int8 table is refused, naming the setting
+    assert cli_main(args) == 2
+    assert "has export" in capsys.readouterr().err

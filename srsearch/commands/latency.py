@@ -90,6 +90,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export --no-depth-to-space` ships it (default: one DEPTH_TO_SPACE)",
     )
     b.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="the precision the model will ship in, as `srsearch export --precision`; every op "
+        "and net is timed at it (default: fp32; docs/latency.md)",
+    )
+    b.add_argument(
         "--no-probe-cache",
         action="store_true",
         help="export every op model afresh instead of reusing those in $SRSEARCH_CACHE "
@@ -234,6 +241,7 @@ def run_build(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             channels_last_io=args.layout == "nhwc",
             depth_to_space=not args.no_depth_to_space,
+            precision=args.precision,
             jobs=_jobs(args),
             probe_cache=None if args.no_probe_cache else probe_cache_dir(default_cache_dir()),
             on_progress=bar.update,

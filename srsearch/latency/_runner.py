@@ -47,9 +47,30 @@ def export_tflite(
     The PyTorch-vs-LiteRT check is off: probes and nets carry random weights and only their
     timing matters; the converter's correctness is tested on its own (tests/test_tflite.py).
     """
+    convert_for_timing(module, input_shape, path, options)
+
+
+def convert_for_timing(
+    module: nn.Module,
+    input_shape: tuple[int, int, int, int],
+    path: Path,
+    options: Mapping[str, Any],
+) -> Path:
+    """`srsearch.tflite.convert` with ``options`` (the table's "export" settings), no check.
+
+    ``options["precision"] == "int8"`` quantises statically like `srsearch export`, calibrated
+    on uniform random inputs in [0, 1]: the ranges differ from a trained model's on images, but
+    the graph (int8 ops, where the (de)quantisations sit) and so the time do not.
+    """
+    import torch
+
     from srsearch import tflite
 
-    tflite.convert(module, input_shape, path, **options, check=False)
+    kw = dict(options)
+    if kw.get("precision") == "int8" and not kw.get("representative"):
+        g = torch.Generator().manual_seed(0)
+        kw["representative"] = [torch.rand(input_shape, generator=g) for _ in range(2)]
+    return tflite.convert(module, input_shape, path, **kw, check=False)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,7 @@ def build_table(
     batch_size: int = 8,
     channels_last_io: bool = True,
     depth_to_space: bool = True,
+    precision: str = "fp32",
     exporter: Exporter | None = None,
     jobs: int = 1,
     probe_cache: Path | None = None,
@@ -149,6 +150,9 @@ def build_table(
             keywords, stored as the table's "export"; the defaults are `srsearch export`'s:
             NHWC I/O, the pixel shuffle as one DEPTH_TO_SPACE). Probes are always NHWC and
             time the pixel shuffle the way the nets lower it.
+        precision: "fp32" or "int8": the precision the model will ship in; probes and nets
+            are exported at it (int8: static quantisation as `srsearch export --precision
+            int8`, calibrated on random inputs, which does not change the time).
         exporter: Writes a model file; default `srsearch.tflite.convert` (tests pass a fake).
         jobs: Processes exporting models in parallel (all exports come before any timing).
         probe_cache: Keep probe files here and reuse them (they do not depend on the device);
@@ -164,7 +168,7 @@ def build_table(
         scale=space.scale,
         out_size=tuple(out_size),
         lr_hw=lr_hw,
-        export={"channels_last_io": channels_last_io, "depth_to_space": depth_to_space},
+        export=export_settings(channels_last_io, depth_to_space, precision),
     )
     table = _resume(path, fresh)
     table.space = dataclasses.asdict(space)
@@ -188,7 +192,12 @@ def build_table(
             p for k in distinct_keys(space, lr_hw) for p in probes_for(k, depth_to_space)
         ]
         state.probes = {p.name: p for p in probes}
-        pjobs = [Job(p.name, folder / f"{p.name}.tflite", p.module, p.input_shape) for p in probes]
+        popts = {"channels_last_io": True, **_precision_option(table.export)}
+        if popts.get("precision"):  # the cache holds fp32 probes under their bare names
+            folder = folder / popts["precision"]
+            folder.mkdir(parents=True, exist_ok=True)
+        pjobs = [Job(p.name, folder / f"{p.name}.tflite", p.module, p.input_shape, popts)
+                 for p in probes]
         state.archs = {arch_id(a.to_dict()): a for a in archs}
         njobs = [
             net_job(a, run.workdir / f"net{i:04d}.tflite", lr_hw, table.export)
@@ -221,6 +230,26 @@ def build_table(
     refit(table)
     table.save(path)
     return table
+
+
+PRECISIONS = ("fp32", "int8")
+
+
+def export_settings(channels_last_io: bool, depth_to_space: bool,
+                    precision: str = "fp32") -> dict[str, Any]:
+    """A table's "export" record (`srsearch.tflite.convert` keywords). fp32 adds no key, so
+    tables built before precision was a setting still resume and compare equal."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: the latency table takes "
+                        f"{' or '.join(PRECISIONS)}")
+    out: dict[str, Any] = {"channels_last_io": channels_last_io, "depth_to_space": depth_to_space}
+    if precision != "fp32":
+        out["precision"] = precision
+    return out
+
+
+def _precision_option(export: Mapping[str, Any]) -> dict[str, Any]:
+    return {"precision": export["precision"]} if export.get("precision") else {}
 
 
 def net_job(arch: ArchConfig, path: Path, lr_hw: tuple[int, int], export: Mapping[str, Any]) -> Job:

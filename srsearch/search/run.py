@@ -205,9 +205,9 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
                     export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
     e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
-    from srsearch import tflite
+    from srsearch.latency._runner import convert_for_timing
 
-    path = tflite.convert(model, (1, 3, *lr_hw), out / "model.tflite", **(export_options or {}))
+    path = convert_for_timing(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
     result = device.benchmark([path])[0]
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
@@ -247,7 +247,10 @@ def run_search(
     config = {**asdict(cfg), "space": repr(space),
               "target": getattr(predictor, "fingerprint_id", None),
               # how to rebuild the target's device (`srsearch compare` measures on it)
-              "target_spec": getattr(getattr(predictor, "table", None), "target", None)}
+              "target_spec": getattr(getattr(predictor, "table", None), "target", None),
+              # how the table's nets were exported (e.g. {"precision": "int8"}): ship the same
+              "export_spec": dict(getattr(getattr(predictor, "table", None), "export", None)
+                                  or {})}
     _check_run_dir(out, config, resume)
     supernet = supernet.eval()
     images = load_images(cfg.data, scale, "val")

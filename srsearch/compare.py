@@ -52,15 +52,8 @@ class RunSettings:
     """What ``compare`` reads from a search run directory."""
 
     run_dir: Path
-    data: str
+    search: Any  # the run's `srsearch.search.run.RunConfig`: data, fine-tune steps, seed, ...
     scale: int
-    steps: int
-    batch_size: int
-    lr_patch: int
-    seed: int
-    accelerator: str
-    devices: int | str
-    budget_ms: float
     lr_hw: tuple[int, int]
     target_id: str | None
     target: dict[str, Any] | None
@@ -68,6 +61,8 @@ class RunSettings:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunSettings:
+        from srsearch.search.run import RunConfig
+
         run_dir = Path(run_dir)
         cfg_path, summary_path = run_dir / "config.json", run_dir / "summary.json"
         if not (run_dir / "model.pt").is_file() or not summary_path.is_file():
@@ -78,18 +73,10 @@ class RunSettings:
             )
         cfg = json.loads(cfg_path.read_text())
         summary = json.loads(summary_path.read_text())
-        scale = int(summary["arch"]["scale"])
         return cls(
             run_dir=run_dir,
-            data=cfg["data"],
-            scale=scale,
-            steps=int(cfg["finetune_steps"]),
-            batch_size=int(cfg["batch_size"]),
-            lr_patch=int(cfg["lr_patch"]),
-            seed=int(cfg["seed"]),
-            accelerator=cfg.get("accelerator", "cpu"),
-            devices=cfg.get("devices", 1),
-            budget_ms=float(cfg["budget_ms"]),
+            search=RunConfig.from_dict(cfg),
+            scale=int(summary["arch"]["scale"]),
             lr_hw=tuple(summary["lr_hw"]),
             target_id=summary.get("target"),
             target=cfg.get("target_spec"),
@@ -160,6 +147,18 @@ def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
     return total
 
 
+def inference_models(paths: Mapping[str, Path], scale: int) -> dict[str, nn.Module]:
+    """Bicubic, then each ``model.pt`` in the form that is exported and timed (ECBSR and FSRCNN
+    collapsed), in eval mode."""
+    from srsearch.modelio import load_model_file
+    from srsearch.models import build_model, inference_form, preset_config
+
+    models = {"bicubic": build_model(preset_config("bicubic", scale))}
+    for name, path in paths.items():
+        models[name] = inference_form(load_model_file(path)[0]).eval()
+    return models
+
+
 def export_models(
     models: Mapping[str, Path],
     lr_hw: tuple[int, int],
@@ -215,35 +214,20 @@ def compare_run(
     """Train, export, measure and evaluate; write the table (see the module docstring)."""
     from android_bench import device_from_target
     from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate, write_json
-    from srsearch.modelio import load_model_file
-    from srsearch.models import build_model, inference_form, preset_config
-    from srsearch.training import TrainConfig
+    from srsearch.evaluate import evaluate_models
 
     run = RunSettings.load(run_dir)
     out = Path(out or run.run_dir / "compare")
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps or run.steps
+    steps = steps or run.search.finetune_steps
     if steps < 1:
         raise UserError(
             f"--run {run_dir} was not fine-tuned (finetune_steps 0): give --steps N to train "
             "the baselines for N steps"
         )
 
-    def make_cfg(lr: float) -> TrainConfig:
-        return TrainConfig(
-            data=run.data,
-            scale=run.scale,
-            max_steps=steps,
-            batch_size=run.batch_size,
-            lr_patch=run.lr_patch,
-            lr=lr,
-            val_every=steps,
-            ckpt_every=max(1, min(100, steps)),
-            seed=run.seed,
-            accelerator=run.accelerator,
-            devices=run.devices,
-        )
+    def make_cfg(lr: float) -> Any:
+        return run.search.train_config(run.scale, steps, lr)
 
     trained = train_baselines(baselines, run.scale, out, make_cfg, lambda m: log(f"[compare] {m}"))
     paths = {SEARCHED: run.run_dir / "model.pt"} | {n: out / n / "model.pt" for n in baselines}
@@ -263,7 +247,7 @@ def compare_run(
         paths,
         run.lr_hw,
         out / "export",
-        run.data,
+        run.search.data,
         lambda m: log(f"[compare] {m}"),
         precision=run.precision,
     )
@@ -275,12 +259,11 @@ def compare_run(
 
     # --- evaluate ---
     sets = [
-        (s, load_images(s, run.scale, "val" if s == run.data else "all"))
-        for s in (eval_data or [run.data])
+        (s, load_images(s, run.scale, "val" if s == run.search.data else "all"))
+        for s in (eval_data or [run.search.data])
     ]
-    models: dict[str, nn.Module] = {"bicubic": build_model(preset_config("bicubic", run.scale))}
-    for name, path in paths.items():
-        models[name] = inference_form(load_model_file(path)[0]).eval()
+    models = inference_models(paths, run.scale)
+    table = evaluate_models(models, sets, run.scale, out / "eval")
     rows: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         nparams = sum(p.numel() for p in model.parameters())
@@ -290,14 +273,9 @@ def compare_run(
             "macs": count_macs(model, run.lr_hw) if nparams else 0,
             "export_failed": failed.get(name),
             "trained_steps": trained[name]["steps"] if name in trained else None,
-            "psnr": {},
-            "ssim": {},
+            "psnr": {s: table[s][name]["psnr"] for s, _ in sets},
+            "ssim": {s: table[s][name]["ssim"] for s, _ in sets},
         }
-        for set_name, images in sets:
-            res = evaluate(model, images, run.scale)
-            write_json(res, out / "eval" / f"{name}__{_slug(set_name)}.json")
-            rows[name]["psnr"][set_name] = res["mean"]["psnr"]
-            rows[name]["ssim"][set_name] = res["mean"]["ssim"]
         first = sets[0][0]
         log(
             f"[compare] {name:<12} {rows[name]['psnr'][first]:.3f} dB on {first}"
@@ -305,17 +283,17 @@ def compare_run(
         )
     result = {
         "run": str(run.run_dir),
-        "data": run.data,
+        "data": run.search.data,
         "scale": run.scale,
         "steps": steps,
-        "budget_ms": run.budget_ms,
+        "budget_ms": run.search.budget_ms,
         "lr_hw": list(run.lr_hw),
         "device": device.fingerprint_id(),
         "precision": run.precision,
         "fingerprint": device.fingerprint(),
         "eval_sets": [s for s, _ in sets],
         "models": rows,
-        "margins": margins(rows, [s for s, _ in sets], run.budget_ms),
+        "margins": margins(rows, [s for s, _ in sets], run.search.budget_ms),
     }
     atomic.write_json(out / "compare.json", result)
     write_tables(result, out)
@@ -430,7 +408,3 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,27 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
     from srsearch import atomic
 
     return atomic.write_json(path, result)
+
+
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    sets: Sequence[tuple[str, list]],
+    scale: int,
+    out_dir: Path,
+    on_result: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Score every model on every (name, images) set; writes ``out_dir/<model>__<set>.json``
+    per pair and calls ``on_result(set, model, mean)``. Returns {set: {model: mean}}."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for set_name, images in sets:
+        for name, model in models.items():
+            res = evaluate(model, images, scale)
+            write_json(res, Path(out_dir) / f"{name}__{_slug(set_name)}.json")
+            table.setdefault(set_name, {})[name] = res["mean"]
+            if on_result is not None:
+                on_result(set_name, name, res["mean"])
+    return table
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

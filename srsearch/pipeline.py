@@ -59,9 +59,11 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
             raise UserError(f"pipeline config: scale {self.scale} must be 2, 3 or 4")
-        if self.deploy_precision not in ("fp32", "int8"):
+        from srsearch.latency.build import PRECISIONS
+
+        if self.deploy_precision not in PRECISIONS:
             raise UserError(f"pipeline config: deploy_precision {self.deploy_precision!r} must "
-                            "be fp32 or int8")
+                            f"be {' or '.join(PRECISIONS)}")
         if self.train_steps < 1:
             raise UserError(f"pipeline config: train_steps {self.train_steps} must be >= 1")
 
@@ -152,21 +154,19 @@ def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    import os
-
     from rich.console import Console
 
     from srsearch._imageio import default_cache_dir
-    from srsearch.commands.latency import ProgressBars
     from srsearch.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
-    from srsearch.latency._runner import probe_cache_dir
+    from srsearch.latency._runner import default_jobs, probe_cache_dir
+    from srsearch.progress import ProgressBars
 
     device = _device(cfg)
     path = run_dir / "latency" / "lut.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     target = {"target": cfg.target, "options": {"threads": cfg.threads}}
-    jobs = min(4, os.cpu_count() or 1)  # processes exporting models (before any timing)
+    jobs = default_jobs()  # processes exporting models (before any timing)
     console = Console()
     with ProgressBars(console) as bars:
         build_table(
@@ -265,33 +265,27 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.compare import count_macs
+    from srsearch.compare import count_macs, inference_models
     from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate, write_json
+    from srsearch.evaluate import evaluate_models
     from srsearch.export import parse_size
     from srsearch.latency import lr_size
-    from srsearch.modelio import load_model_file
-    from srsearch.models import build_model, inference_form, preset_config
 
     sets = [(f"{cfg.data}:val", load_images(cfg.data, cfg.scale, "val"))]
     sets += [(spec, load_images(spec, cfg.scale, "all")) for spec in cfg.eval_data]
-    models = {"bicubic": build_model(preset_config("bicubic", cfg.scale))}
-    for name, path in _models(cfg, run_dir).items():
-        models[name] = inference_form(load_model_file(path)[0]).eval()  # what is exported
+    models = inference_models(_models(cfg, run_dir), cfg.scale)
     lr_hw = lr_size(parse_size(cfg.out_size), cfg.scale)
     size = {name: {"params": sum(p.numel() for p in m.parameters()),
                    "gmacs": count_macs(m, lr_hw) / 1e9} for name, m in models.items()}
-    table: dict[str, Any] = {}
-    for set_name, images in sets:
-        for name, model in models.items():
-            res = evaluate(model, images, cfg.scale)
-            write_json(res, run_dir / "eval" / f"{name}__{_slug(set_name)}.json")
-            table.setdefault(set_name, {})[name] = {**res["mean"], **size[name]}
-            print(
-                f"[pipeline] {name:<14} on {set_name}: {res['mean']['psnr']:.3f} dB "
-                f"(bicubic {res['mean']['psnr_bicubic']:.3f})",
-                flush=True,
-            )
+
+    def show(set_name: str, name: str, mean: dict[str, Any]) -> None:
+        print(f"[pipeline] {name:<14} on {set_name}: {mean['psnr']:.3f} dB "
+              f"(bicubic {mean['psnr_bicubic']:.3f})", flush=True)
+
+    table = evaluate_models(models, sets, cfg.scale, run_dir / "eval", show)
+    for rows in table.values():
+        for name, row in rows.items():
+            row.update(size[name])
     return table
 
 
@@ -374,10 +368,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", _evaluate, "PSNR/SSIM of every model, bicubic alongside"),
     Stage("report", _report, "write report.md and plots"),
 )
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _resumable(out: Path, report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Results in `out` measured on the same device with the same runs/warm-up."""
-    if not out.is_file():
-        return {}
-    try:
-        old = json.loads(out.read_text())
-    except json.JSONDecodeError:
+    from srsearch import atomic
+
+    old = atomic.read_json(out)
+    if old is None:
         return {}
     same = all(old.get(k) == report[k] for k in ("device_id", "runs", "warmup"))
     return {r["model"]: r for r in old.get("results", [])} if same else {}

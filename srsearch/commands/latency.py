@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from srsearch.errors import UserError
+from srsearch.progress import ProgressBars
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -144,11 +145,11 @@ def _add_jobs(p: argparse.ArgumentParser) -> None:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    import os
+    from srsearch.latency._runner import default_jobs
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more")
-    return args.jobs or min(4, os.cpu_count() or 1)
+    return args.jobs or default_jobs()
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -317,39 +318,3 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-class ProgressBars:
-    """One rich progress bar per stage ("layers", "nets"), fed by on_progress callbacks."""
-
-    def __init__(self, console: Any) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description:>6}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> ProgressBars:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
-        self.progress.update(self.tasks[stage], completed=done, total=total)

@@ -31,9 +31,9 @@ from torch import nn
 from android_bench import BenchResult, Device
 from supernet.space import ArchConfig, macs
 
-Exporter = Callable[[nn.Module, tuple[int, int, int, int], Path, Mapping[str, Any]], None]
+Exporter = Callable[[nn.Module, tuple[int, int, int, int], Path, Mapping[str, Any]], Any]
 """exporter(module, nchw_input_shape, path, options): write a model file at path; options are
-`srsearch.tflite.convert` keywords (channels_last_io, depth_to_space)."""
+`srsearch.tflite.convert` keywords (channels_last_io, depth_to_space, precision)."""
 
 
 def export_tflite(
@@ -41,23 +41,12 @@ def export_tflite(
     input_shape: tuple[int, int, int, int],
     path: Path,
     options: Mapping[str, Any],
-) -> None:
-    """The exporter of the table: `srsearch.tflite.convert`, the converter that ships models.
+) -> Path:
+    """The exporter of the table: `srsearch.tflite.convert`, the converter that ships models,
+    with ``options`` (the table's "export" settings); also times `search --measure`'s model.
 
     The PyTorch-vs-LiteRT check is off: probes and nets carry random weights and only their
     timing matters; the converter's correctness is tested on its own (tests/test_tflite.py).
-    """
-    convert_for_timing(module, input_shape, path, options)
-
-
-def convert_for_timing(
-    module: nn.Module,
-    input_shape: tuple[int, int, int, int],
-    path: Path,
-    options: Mapping[str, Any],
-) -> Path:
-    """`srsearch.tflite.convert` with ``options`` (the table's "export" settings), no check.
-
     ``options["precision"] == "int8"`` quantises statically like `srsearch export`, calibrated
     on uniform random inputs in [0, 1]: the ranges differ from a trained model's on images, but
     the graph (int8 ops, where the (de)quantisations sit) and so the time do not.
@@ -167,6 +156,11 @@ def probe_cache_dir(root: Path) -> Path:
     conv = importlib.metadata.version("litert-torch")
     name = f"v{PROBES_VERSION}-litert-torch{conv}-torch{torch.__version__}"
     return Path(root) / "latency-probes" / name
+
+
+def default_jobs() -> int:
+    """Export processes when none are asked for: one per CPU, at most 4."""
+    return min(4, os.cpu_count() or 1)
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,11 +186,10 @@ def _spread(values: Sequence[float]) -> float:
 
 def _previous(out: Path, fingerprint_id: str, export: dict[str, Any]) -> dict[str, dict]:
     """Measurements already in ``out`` for the same target and export settings."""
-    if not out.is_file():
-        return {}
-    try:
-        old = json.loads(out.read_text())
-    except json.JSONDecodeError:
+    from srsearch import atomic
+
+    old = atomic.read_json(out)
+    if old is None:
         return {}
     if old.get("fingerprint_id") != fingerprint_id or old.get("export") != export:
         return {}

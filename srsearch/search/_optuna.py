@@ -236,18 +236,10 @@ class _Progress:
     def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                      TimeRemainingColumn(), console=Console(stderr=True))
+            from srsearch.progress import bar_progress
+
+            self._progress = bar_progress(Console(stderr=True))
             self._progress.start()
             self._task = self._progress.add_task(self._text(), total=self.total,
                                                  completed=self.done)

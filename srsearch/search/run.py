@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,23 @@ class RunConfig:
             if not ok:
                 value = getattr(self, flag[2:].replace("-", "_"))
                 raise UserError(f"{flag} {value} is invalid: it must be {need}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        """The settings of a run's ``config.json`` (its other keys are ignored)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def train_config(self, scale: int, steps: int | None = None, lr: float | None = None):
+        """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
+        the baselines with it so that they get the same data, steps, batch, patch and seed)."""
+        from srsearch.training import TrainConfig
+
+        steps = steps or self.finetune_steps
+        return TrainConfig(data=self.data, scale=scale, max_steps=steps,
+                           batch_size=self.batch_size, lr_patch=self.lr_patch,
+                           lr=self.lr if lr is None else lr, val_every=steps,
+                           ckpt_every=max(1, min(100, steps)), seed=self.seed,
+                           accelerator=self.accelerator, devices=self.devices)
 
 
 def _write_text(text: str, path: Path) -> None:
@@ -205,9 +222,9 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
                     export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
     e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
-    from srsearch.latency._runner import convert_for_timing
+    from srsearch.latency._runner import export_tflite
 
-    path = convert_for_timing(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
+    path = export_tflite(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
     result = device.benchmark([path])[0]
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
@@ -300,13 +317,8 @@ def run_search(
         ft: dict[str, Any] = {"steps": 0}
         if cfg.finetune_steps > 0:
             from srsearch.search.finetune import finetune
-            from srsearch.training import TrainConfig
 
-            tcfg = TrainConfig(data=cfg.data, scale=scale, max_steps=cfg.finetune_steps,
-                               batch_size=cfg.batch_size, lr_patch=cfg.lr_patch, lr=cfg.lr,
-                               val_every=cfg.finetune_steps,
-                               ckpt_every=max(1, min(100, cfg.finetune_steps)),
-                               seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices)
+            tcfg = cfg.train_config(scale)
             teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
             t0 = time.perf_counter()
             compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,

@@ -47,6 +47,7 @@ class PipelineConfig:
     threads: int = 2
     benchmark_binary: str | None = None  # benchmark_model path, for adb targets
     budget_ms: float = 30.0
+    budget_floor: float = 0.85  # search only nets predicted at >= this x budget (0: off)
     deploy_precision: str = "fp32"  # fp32 or int8: what the latency table times and export ships
     out_size: str = "1280x720"
     bench_runs: int = 20  # runs per model in the final 720p benchmark
@@ -66,6 +67,9 @@ class PipelineConfig:
                             f"be {' or '.join(PRECISIONS)}")
         if self.train_steps < 1:
             raise UserError(f"pipeline config: train_steps {self.train_steps} must be >= 1")
+        if not 0 <= self.budget_floor < 1:
+            raise UserError(f"pipeline config: budget_floor {self.budget_floor} must be in "
+                            "[0, 1) (0: no latency floor)")
 
     @classmethod
     def from_toml(cls, path: Path) -> PipelineConfig:
@@ -198,6 +202,7 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
     rcfg = RunConfig(
         budget_ms=cfg.budget_ms,
+        budget_floor=cfg.budget_floor,
         data=cfg.data,
         trials=cfg.search_trials,
         stage3_trials=cfg.stage3_trials,

@@ -127,6 +127,39 @@ def test_stage2_scores_only_feasible_archs_once_each(sampler, supernet, images, 
         assert len(feasible) < 14  # the budget binds, so the test means something
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "evolution"])
+def test_latency_floor_keeps_every_scored_candidate_in_the_band(sampler, supernet, images,
+                                                               tmp_path):
+    floor = 0.85 * BUDGET
+    pred, ev = FakePredictor(), _evaluator(supernet, images)
+    r = search_architecture(SPACE, pred, ev,
+                            Stage2Config(BUDGET, floor_ms=floor, n_trials=10, sampler=sampler),
+                            tmp_path / "search.db")
+    feasible = [t for t in r.trials if t["feasible"]]
+    assert feasible and all(floor <= t["latency_ms"] <= BUDGET for t in feasible)
+    # below-floor candidates are infeasible and never scored
+    assert all(t["psnr"] is None for t in r.trials if not t["feasible"])
+    assert all(floor <= pred.predict(ArchConfig.from_json(a)) <= BUDGET for a in ev.asked)
+    assert floor <= r.latency_ms <= BUDGET
+    if sampler == "evolution":  # the proposals themselves respect the floor
+        assert len(feasible) == 10
+    with pytest.raises(UserError, match="budget-floor"):
+        Stage2Config(BUDGET, floor_ms=BUDGET)
+
+
+def test_latency_floor_is_a_fraction_of_what_the_space_can_use():
+    from srsearch.search.run import latency_floor
+
+    pred = FakePredictor()
+    top = pred.predict(SPACE.max_arch())
+    assert latency_floor(SPACE, pred, BUDGET, 0.85) == pytest.approx(0.85 * BUDGET)
+    # a budget above the largest net: the floor follows the largest net, not the budget
+    assert latency_floor(SPACE, pred, 10 * top, 0.85) == pytest.approx(0.85 * top)
+    assert latency_floor(SPACE, pred, BUDGET, 0.0) == 0.0
+    with pytest.raises(UserError, match="--budget-floor"):
+        RunConfig(budget_ms=BUDGET, budget_floor=1.0)
+
+
 def test_impossible_budget_names_the_smallest_latency(supernet, images, tmp_path):
     pred = FakePredictor()
     low = pred.predict(SPACE.min_arch())
@@ -289,6 +322,21 @@ def test_stage3_starts_unpruned_and_stays_in_budget(supernet, images, tmp_path):
     assert ev.scorer.score(apply_pruning(sub, r.prune)).psnr == pytest.approx(r.psnr)
 
 
+def test_stage3_prunes_no_further_than_the_latency_floor(supernet, images, tmp_path):
+    arch = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("wide", 12, 20)))
+    sub = supernet.get_active_subnet(arch).eval()
+    pred = FakePredictor()
+    budget = pred.predict(arch)
+    floor = 0.9 * budget
+    r = search_pruning(sub, pred, _evaluator(supernet, images).scorer, budget, 6,
+                       tmp_path / "search.db", floor_ms=floor,
+                       floors={"trunk": 4, "res_inner": 4, "wide_inner": 4})
+    lat = [(t["latency_ms"], t["feasible"]) for t in r.trials if t["latency_ms"] is not None]
+    assert all(ok == (floor <= ms <= budget) for ms, ok in lat)
+    assert any(not ok for _, ok in lat)  # some draws prune below the floor: it binds
+    assert floor <= r.latency_ms <= budget
+
+
 # --- the run directory -----------------------------------------------------------------------
 
 
@@ -314,7 +362,7 @@ def test_run_writes_every_output_and_resumes(supernet, image_dir, tmp_path):
     assert [r["stage"] for r in rows] == ["stage2"] * 5 + ["stage3"] * 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(s))
-    assert summary["predicted_latency_ms"] <= BUDGET
+    assert 0.85 * BUDGET == summary["floor_ms"] <= summary["predicted_latency_ms"] <= BUDGET
     assert summary["predicted_latency_ms"] == FakePredictor().predict(prune.pruned_arch())
     assert summary["measured_latency_ms"] is None
     assert 5 < summary["psnr"] < 60 and 0 < summary["ssim"] <= 1

@@ -41,6 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="latency budget on the table's target, ms",
     )
     p.add_argument(
+        "--budget-floor",
+        type=float,
+        default=0.85,
+        metavar="F",
+        help="consider only nets predicted at >= F x budget (the inherited-weight score "
+        "favours small nets, docs/search.md); 0: no floor (default: %(default)s)",
+    )
+    p.add_argument(
         "--data",
         default="builtin",
         metavar="SPEC",
@@ -143,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = RunConfig(
         budget_ms=args.budget_ms,
+        budget_floor=args.budget_floor,
         data=args.data,
         trials=args.trials,
         stage3_trials=args.stage3_trials,

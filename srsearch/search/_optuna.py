@@ -179,14 +179,15 @@ class ScoreBook:
         return len(self.known)
 
     def trial(self, trial: Trial, arch: ArchConfig, latency_ms: float, budget_ms: float,
-              score: Callable[[], Score]) -> float:
-        """Record ``arch``'s latency and constraint on ``trial``; when feasible, its score
-        (``score()`` only for an architecture not scored before). Returns the trial's value."""
+              score: Callable[[], Score], floor_ms: float = 0.0) -> float:
+        """Record ``arch``'s latency and constraint on ``trial``; when feasible (``floor_ms <=
+        latency_ms <= budget_ms``), its score (``score()`` only for an architecture not scored
+        before). Returns the trial's value."""
         key = arch.to_json()
         trial.set_user_attr("arch", key)
         trial.set_user_attr("latency_ms", latency_ms)
-        trial.set_constraint("latency", latency_ms - budget_ms)
-        feasible = latency_ms <= budget_ms
+        trial.set_constraint("latency", max(latency_ms - budget_ms, floor_ms - latency_ms))
+        feasible = floor_ms <= latency_ms <= budget_ms
         trial.set_user_attr("feasible", feasible)
         if not feasible:
             return INFEASIBLE_VALUE

@@ -45,10 +45,11 @@ from srsearch.search.stage2 import (
     stage2_result,
 )
 from supernet.network import SuperNet
-from supernet.space import ArchConfig, macs, params
+from supernet.space import ArchConfig, SearchSpace, macs, params
 
 # Settings that change what a finished step holds; a resumed run must keep them.
-_FIXED = ("budget_ms", "data", "crop", "sampler", "stage3_sampler", "seed", "max_ratio")
+_FIXED = ("budget_ms", "budget_floor", "data", "crop", "sampler", "stage3_sampler", "seed",
+          "max_ratio")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class RunConfig:
 
     Attributes:
         budget_ms: Latency budget on the predictor's target.
+        budget_floor: Both stages consider only nets predicted at or above this fraction of
+            the budget (of the largest net's latency, if that is lower): the inherited-weight
+            score favours small nets, so without a floor the search may leave much of the
+            budget unspent (docs/search.md, "Latency floor"). 0 turns it off.
         data: Data spec; its val split scores candidates, its train split fine-tunes.
         trials: Stage-2 finished trials in total.
         stage3_trials: Stage-3 finished trials (0: no pruning search).
@@ -72,6 +77,7 @@ class RunConfig:
     """
 
     budget_ms: float
+    budget_floor: float = 0.85
     data: str = "builtin"
     trials: int = 200
     stage3_trials: int = 40
@@ -91,6 +97,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         checks = {
             "--budget-ms": (self.budget_ms > 0, "positive"),
+            "--budget-floor": (0 <= self.budget_floor < 1, "in [0, 1)"),
             "--trials": (self.trials >= 1, "at least 1"),
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
@@ -180,9 +187,11 @@ def _appender(path: Path, stage: str):
 
 def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
                 chosen: tuple[float, float], final: tuple[float, float] | None = None,
-                baselines: Mapping[str, tuple[float, float]] | None = None) -> None:
-    """PSNR against predicted latency of the feasible stage-2 trials, the front, the budget,
-    the chosen point (and the pruned one), and baselines given as name -> (ms, PSNR)."""
+                baselines: Mapping[str, tuple[float, float]] | None = None,
+                floor_ms: float = 0.0) -> None:
+    """PSNR against predicted latency of the feasible stage-2 trials, the front, the budget
+    (and latency floor), the chosen point (and the pruned one), and baselines given as
+    name -> (ms, PSNR)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,6 +208,8 @@ def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
                 best = p
         ax.step(*zip(*front, strict=True), where="post", c="0.3", lw=1, label="front")
     ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if floor_ms:
+        ax.axvline(floor_ms, c="tab:orange", ls=":", lw=1, label=f"floor {floor_ms:.3g} ms")
     ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, c="tab:red", zorder=3,
                label="stage-2 choice")
     if final is not None and final != chosen:
@@ -276,8 +287,9 @@ def run_search(
     csv_path = out / "trials.csv"
 
     # --- stage 2 ---
-    s2cfg = Stage2Config(budget_ms=cfg.budget_ms, n_trials=cfg.trials, sampler=cfg.sampler,
-                         seed=cfg.seed)
+    floor_ms = latency_floor(space, predictor, cfg.budget_ms, cfg.budget_floor)
+    s2cfg = Stage2Config(budget_ms=cfg.budget_ms, floor_ms=floor_ms, n_trials=cfg.trials,
+                         sampler=cfg.sampler, seed=cfg.seed)
     arch_path = out / "arch.json"
     if arch_path.is_file():
         study = load_study(db, STUDY_NAME)
@@ -300,7 +312,8 @@ def run_search(
         s3 = stage3_result(study, subnet, floors) if study is not None else None
     elif cfg.stage3_trials > 0:
         s3 = search_pruning(subnet, predictor, evaluator.scorer, cfg.budget_ms,
-                            cfg.stage3_trials, db, floors=floors, max_ratio=cfg.max_ratio,
+                            cfg.stage3_trials, db, floors=floors, floor_ms=floor_ms,
+                            max_ratio=cfg.max_ratio,
                             sampler=cfg.stage3_sampler, seed=cfg.seed,
                             on_trial=_appender(csv_path, "stage3"), progress=progress)
         _write_text(s3.prune.to_json(), prune_path)
@@ -339,10 +352,11 @@ def run_search(
     pred_ms = float(predictor.predict(final_arch))
     final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
     plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),
-                final_point, baselines)
+                final_point, baselines, floor_ms=floor_ms)
     stages = {"stage2": _stage_summary(s2), **({"stage3": _stage_summary(s3)} if s3 else {})}
     summary = {
         "budget_ms": cfg.budget_ms,
+        "floor_ms": floor_ms,
         "target": config["target"],
         "arch": arch.to_dict(),
         "pruned_arch": final_arch.to_dict(),
@@ -366,6 +380,16 @@ def run_search(
     }
     _write_json(summary, out / "summary.json")
     return summary
+
+
+def latency_floor(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,
+                  fraction: float) -> float:
+    """The lowest predicted latency a candidate may have: ``fraction`` of the budget, or of
+    the largest net's predicted latency when the whole space fits the budget (a floor above
+    every net would leave nothing to search)."""
+    if fraction <= 0:
+        return 0.0
+    return fraction * min(budget_ms, float(predictor.predict(space.max_arch())))
 
 
 def _stage_summary(r: Stage2Result | Any) -> dict[str, Any]:

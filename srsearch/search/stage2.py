@@ -68,6 +68,9 @@ class Stage2Config:
 
     Attributes:
         budget_ms: Latency budget; a candidate is feasible when its predicted ms <= this.
+        floor_ms: ... and >= this (0: no floor). `run_search` sets it from ``budget_floor``:
+            the inherited-weight proxy favours small nets (docs/search.md), so by default the
+            search only considers nets that spend most of the budget.
         n_trials: Finished trials in total (feasible or not, over all restarts).
         sampler: "evolution", "tpe" or "random" (docs/search.md says which wins and why).
         seed: Seed of the sampler.
@@ -78,6 +81,7 @@ class Stage2Config:
     """
 
     budget_ms: float
+    floor_ms: float = 0.0
     n_trials: int = 200
     sampler: str = "evolution"
     seed: int = 0
@@ -89,6 +93,9 @@ class Stage2Config:
     def __post_init__(self) -> None:
         if not self.budget_ms > 0:
             raise UserError(f"--budget-ms {self.budget_ms} must be positive")
+        if not 0 <= self.floor_ms < self.budget_ms:
+            raise UserError(f"latency floor {self.floor_ms:g} ms must be in [0, budget "
+                            f"{self.budget_ms:g} ms); lower --budget-floor")
         if self.n_trials < 1:
             raise UserError(f"--trials {self.n_trials} must be at least 1")
         if self.sampler not in SAMPLERS:
@@ -258,21 +265,22 @@ class RegularizedEvolution:
     dies as a new one arrives). Until it is full, candidates are random feasible samples;
     then a tournament of ``tournament`` random members picks the parent with the highest PSNR
     and the child is one `mutate` of it. Constraint-aware: children (and samples) whose
-    predicted latency exceeds the budget are redrawn before anything is scored, up to
-    ``max_tries`` times, and novel candidates are preferred to ones already seen. The state is
-    the list of finished trials, so a resumed search continues exactly; the random stream is
-    seeded by the number of finished trials.
+    predicted latency exceeds the budget (or is below ``floor_ms``) are redrawn before anything
+    is scored, up to ``max_tries`` times, and novel candidates are preferred to ones already
+    seen. The state is the list of finished trials, so a resumed search continues exactly; the
+    random stream is seeded by the number of finished trials.
     """
 
     def __init__(self, space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,
                  population: int = 16, tournament: int = 4, seed: int = 0,
-                 max_tries: int = 100) -> None:
+                 max_tries: int = 100, floor_ms: float = 0.0) -> None:
         self.space, self.predictor, self.budget_ms = space, predictor, budget_ms
+        self.floor_ms = floor_ms
         self.population, self.tournament = population, tournament
         self.seed, self.max_tries = seed, max_tries
 
     def _feasible(self, arch: ArchConfig) -> bool:
-        return self.predictor.predict(arch) <= self.budget_ms
+        return self.floor_ms <= self.predictor.predict(arch) <= self.budget_ms
 
     def _draw(self, make: Callable[[], ArchConfig], seen: set[str]) -> ArchConfig | None:
         """A feasible novel candidate from ``make``, else a feasible seen one, else None."""
@@ -336,6 +344,8 @@ def search_architecture(
     settings = {"budget_ms": cfg.budget_ms, "sampler": cfg.sampler, "seed": cfg.seed,
                 "space": repr(space), "n_startup": cfg.n_startup,
                 "population": cfg.population, "tournament": cfg.tournament}
+    if cfg.floor_ms:  # only when set, so that searches stored before floors resume
+        settings["floor_ms"] = cfg.floor_ms
     study = open_study(db, STUDY_NAME, make_sampler(cfg.sampler, cfg.seed, cfg.n_startup),
                        settings)
     book = ScoreBook(study)
@@ -343,12 +353,12 @@ def search_architecture(
     def objective(trial: Trial) -> float:
         arch = suggest_arch(trial, space)
         return book.trial(trial, arch, float(predictor.predict(arch)), cfg.budget_ms,
-                          lambda: evaluator.score(arch))
+                          lambda: evaluator.score(arch), cfg.floor_ms)
 
     propose = None
     if cfg.sampler == "evolution":
         evo = RegularizedEvolution(space, predictor, cfg.budget_ms, cfg.population,
-                                   cfg.tournament, cfg.seed)
+                                   cfg.tournament, cfg.seed, floor_ms=cfg.floor_ms)
         propose = evo.propose_params
     stop = None
     if cfg.max_scored is not None:

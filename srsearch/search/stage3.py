@@ -106,6 +106,7 @@ def search_pruning(
     db: Path,
     *,
     floors: Mapping[str, int] | None = None,
+    floor_ms: float = 0.0,
     max_ratio: float = 0.75,
     sampler: str = "gp",
     seed: int = 0,
@@ -118,6 +119,7 @@ def search_pruning(
         model: The stage-2 subnet with its inherited weights.
         scorer: Scores compact models (the same images as stage 2).
         floors: Smallest width per group kind (`space_floors`); default 4 for every kind.
+        floor_ms: Lowest predicted latency a pruned net may have (stage 2's latency floor).
         max_ratio: Largest ratio per group.
     """
     if not 0.0 <= max_ratio < 1.0:
@@ -128,6 +130,8 @@ def search_pruning(
     names = prunable(model, floors)
     settings = {"budget_ms": budget_ms, "arch": model.arch.to_json(), "floors": floors,
                 "max_ratio": max_ratio, "sampler": sampler, "seed": seed}
+    if floor_ms:  # only when set, so that searches stored before floors resume
+        settings["floor_ms"] = floor_ms
     study = open_study(db, STUDY_NAME, make_sampler(sampler, seed), settings)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(dict.fromkeys(names, 0.0))  # the unpruned subnet first
@@ -142,7 +146,7 @@ def search_pruning(
             return INFEASIBLE_VALUE
         arch = prune.pruned_arch()  # same widths -> same channels: importance is fixed
         return book.trial(trial, arch, float(predictor.predict(arch)), budget_ms,
-                          lambda: scorer.score(apply_pruning(model, prune)))
+                          lambda: scorer.score(apply_pruning(model, prune)), floor_ms)
 
     # Nothing to prune: one trial (the unpruned net) says all there is.
     total = n_trials if names else 1

@@ -28,6 +28,12 @@ WALL_ATTR = "wall_s"  # study user attr: seconds spent in the trial loop, summed
 INFEASIBLE_VALUE = 0.0  # objective value reported for infeasible trials (never scored)
 
 
+def latency_violation(latency_ms: float, budget_ms: float, floor_ms: float = 0.0) -> float:
+    """How far ``latency_ms`` lies outside ``[floor_ms, budget_ms]`` (<= 0: feasible); the
+    Optuna constraint value of a trial, and the one feasibility rule of both stages."""
+    return max(latency_ms - budget_ms, floor_ms - latency_ms)
+
+
 class LatencyPredictor(Protocol):
     """What the search needs of a latency model: predicted ms of an architecture on the target.
 
@@ -186,8 +192,9 @@ class ScoreBook:
         key = arch.to_json()
         trial.set_user_attr("arch", key)
         trial.set_user_attr("latency_ms", latency_ms)
-        trial.set_constraint("latency", max(latency_ms - budget_ms, floor_ms - latency_ms))
-        feasible = floor_ms <= latency_ms <= budget_ms
+        violation = latency_violation(latency_ms, budget_ms, floor_ms)
+        trial.set_constraint("latency", violation)
+        feasible = violation <= 0
         trial.set_user_attr("feasible", feasible)
         if not feasible:
             return INFEASIBLE_VALUE

@@ -45,6 +45,7 @@ from srsearch.search._optuna import (
     best_trial,
     completed,
     counts,
+    latency_violation,
     open_study,
     record,
     run_trials,
@@ -280,7 +281,8 @@ class RegularizedEvolution:
         self.seed, self.max_tries = seed, max_tries
 
     def _feasible(self, arch: ArchConfig) -> bool:
-        return self.floor_ms <= self.predictor.predict(arch) <= self.budget_ms
+        return latency_violation(self.predictor.predict(arch), self.budget_ms,
+                                 self.floor_ms) <= 0
 
     def _draw(self, make: Callable[[], ArchConfig], seen: set[str]) -> ArchConfig | None:
         """A feasible novel candidate from ``make``, else a feasible seen one, else None."""

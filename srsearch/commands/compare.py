@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from srsearch.compare import compare_run
 
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
-    result = compare_run(
+    compare_run(
         args.run,
         args.data,
         baselines=baselines,
@@ -75,5 +75,4 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.run / "compare"
     print((out / "compare.md").read_text())
     print(f"wrote {out / 'compare.md'}, compare.csv, compare.json, compare.png")
-    del result
     return 0

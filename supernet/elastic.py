@@ -70,7 +70,18 @@ class ElasticConv2d(nn.Module):
 
 
 class ElasticConvCell(nn.Module):
-    """3x3 conv (in -> width) + ReLU."""
+    """3x3 conv (in -> width) + ReLU.
+
+    Initialised near identity (Net2Net's function-preserving deepening): channel j of the
+    output starts as channel j of the input plus ``IDENTITY_NOISE`` x the default init, bias 0.
+    The trunk it reads is mostly non-negative (the head ends in a ReLU), so an untrained conv
+    cell passes it on, and every later shared cell and the tail see the features they were
+    trained on. With the default init, conv cells that weight sharing trains rarely (deep
+    positions) shrank the trunk layer by layer until the body's output vanished
+    (docs/search_space.md, "How well weight sharing works").
+    """
+
+    IDENTITY_NOISE = 0.1
 
     writers = ("conv",)
     readers = ("conv",)
@@ -79,6 +90,11 @@ class ElasticConvCell(nn.Module):
     def __init__(self, max_width: int, max_inner: int) -> None:
         super().__init__()
         self.conv = ElasticConv2d(max_width, max_width, 3)
+        with torch.no_grad():
+            self.conv.weight.mul_(self.IDENTITY_NOISE)
+            centre = self.conv.weight[:, :, 1, 1]
+            centre.diagonal().add_(1.0)
+            self.conv.bias.zero_()
 
     def forward(self, x: torch.Tensor, cell: CellConfig) -> torch.Tensor:
         return F.relu(self.conv(x, cell.width))
@@ -101,7 +117,7 @@ class ElasticResCell(nn.Module):
 
 
 class ElasticWideCell(nn.Module):
-    """1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> width), + identity if in == out."""
+    """1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in), + identity."""
 
     writers = ("conv",)
     readers = ("expand",)
@@ -114,9 +130,8 @@ class ElasticWideCell(nn.Module):
         self.conv = ElasticConv2d(wide_low(max_width), max_width, 3)
 
     def forward(self, x: torch.Tensor, cell: CellConfig) -> torch.Tensor:
-        y = self.reduce(F.relu(self.expand(x, cell.inner)), wide_low(cell.width))
-        y = self.conv(y, cell.width)
-        return x + y if x.shape[1] == cell.width else y
+        y = self.reduce(F.relu(self.expand(x, cell.inner)), wide_low(x.shape[1]))
+        return x + self.conv(y, x.shape[1])
 
 
 ELASTIC_CELLS: dict[str, type[nn.Module]] = {

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from supernet.elastic import ELASTIC_CELLS, ElasticConv2d
-from supernet.space import ArchConfig, SearchSpace
+from supernet.space import KEEPS_WIDTH, ArchConfig, SearchSpace
 from supernet.subnet import LRSkip, SubNet
 
 # (name, writers, readers) of a channel space shared by a set of convs
@@ -106,8 +106,8 @@ class SuperNet(nn.Module):
         """Trunk tensors that must share one channel order, as lists of positions.
 
         Position ``j`` is the input of cell ``j`` (0: head output; j >= 1: output of cell j-1).
-        Res cells (and wide cells with in == width) add their input to their output, so with
-        either kind in the space all positions are one residual chain. The tail reads the
+        Res and wide cells add their input to their output, so with either kind in the space
+        all positions are one residual chain. The tail reads the
         output of whichever cell is last, so positions min_depth..max_depth always share.
         """
         n = self.space.max_depth + 1
@@ -119,7 +119,7 @@ class SuperNet(nn.Module):
             return j
 
         joins = [(j, self.space.max_depth) for j in range(self.space.min_depth, n)]
-        if {"res", "wide"} & set(self.space.blocks):
+        if KEEPS_WIDTH & set(self.space.blocks):
             joins += [(j, j + 1) for j in range(n - 1)]
         for a, b in joins:
             root[find(a)] = find(b)

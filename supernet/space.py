@@ -6,8 +6,10 @@ conv), and a pixel shuffle. Everything but the shuffle runs at LR resolution. Ce
 
 - ``conv``: 3x3 conv (in -> width) + ReLU.
 - ``res``: 3x3 (in -> inner) + ReLU, 3x3 (inner -> in), + identity. Keeps its input width.
-- ``wide`` (WDSR-B): 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> width),
-  + identity when in == width. ``low = wide_low(width)`` is derived, not searched.
+- ``wide`` (WDSR-B): 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in),
+  + identity. Keeps its input width. ``low = wide_low(width)`` is derived, not searched.
+
+Widths change only in the head and in conv cells (`KEEPS_WIDTH`).
 
 See docs/search_space.md for the choices and the size of the default space.
 """
@@ -28,6 +30,7 @@ BLOCKS: tuple[str, ...] = ("conv", "res", "wide")
 WIDTHS: tuple[int, ...] = tuple(range(8, 33, 4))  # head and cell output widths: 8, 12, ..., 32
 RES_INNERS: tuple[int, ...] = tuple(range(8, 33, 4))  # mid width of a res cell
 WIDE_INNERS: tuple[int, ...] = tuple(range(16, 65, 4))  # expansion width of a wide cell
+KEEPS_WIDTH: frozenset[str] = frozenset({"res", "wide"})  # residual cells: width = input width
 
 
 _CELL_KEYS = frozenset({"block", "width", "inner"})
@@ -52,7 +55,7 @@ class CellConfig:
 
     Attributes:
         block: "conv", "res" or "wide" (see the module docstring).
-        width: Output channels. A res cell's width must equal its input width.
+        width: Output channels. A res or wide cell's width must equal its input width.
         inner: res: mid width of 3x3 -> ReLU -> 3x3; wide: 1x1 expansion width; conv: unused and
             equal to width (left out, it is filled in).
     """
@@ -106,10 +109,11 @@ class ArchConfig:
         for i, cell in enumerate(self.cells):
             if not isinstance(cell, CellConfig):
                 raise UserError(f"cells[{i}] is {cell!r}; it must be a CellConfig")
-            if cell.block == "res" and cell.width != cin:
+            if cell.block in KEEPS_WIDTH and cell.width != cin:
                 raise UserError(
-                    f"cells[{i}] is a 'res' cell of width {cell.width} but its input has {cin} "
-                    f"channels; a res cell keeps its input width, set its width to {cin}"
+                    f"cells[{i}] is a {cell.block!r} cell of width {cell.width} but its input "
+                    f"has {cin} channels; a {cell.block} cell keeps its input width (it adds "
+                    f"its input to its output), set its width to {cin}"
                 )
             cin = cell.width
 
@@ -220,10 +224,9 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
             out += [
                 LayerSpec("conv", cin, c.inner, 1, h, w, "relu", tag),
                 LayerSpec("conv", c.inner, low, 1, h, w, None, tag),
-                LayerSpec("conv", low, c.width, 3, h, w, None, tag),
+                LayerSpec("conv", low, cin, 3, h, w, None, tag),
+                LayerSpec("add", cin, cin, 0, h, w, None, tag),
             ]
-            if cin == c.width:
-                out.append(LayerSpec("add", cin, cin, 0, h, w, None, tag))
         cin = c.width
     return out + [
         LayerSpec("conv", cin, 3 * s2, 3, h, w, None, "tail"),
@@ -290,13 +293,18 @@ class SearchSpace:
     def _inners(self, block: str, width: int) -> tuple[int, ...]:
         return {"conv": (width,), "res": self.res_inners, "wide": self.wide_inners}[block]
 
-    def sample(self, rng: random.Random) -> ArchConfig:
-        """A random architecture: depth, head width, then each cell's kind and widths uniformly."""
+    def sample(self, rng: random.Random, depth: int | None = None) -> ArchConfig:
+        """A random architecture: depth (or the given one), head width, then each cell's kind
+        and widths, uniformly."""
+        if depth is None:
+            depth = rng.randint(self.min_depth, self.max_depth)
+        elif not self.min_depth <= depth <= self.max_depth:
+            raise UserError(f"depth {depth} is outside {self.min_depth}..{self.max_depth}")
         head = rng.choice(self.widths)
         cells, cin = [], head
-        for _ in range(rng.randint(self.min_depth, self.max_depth)):
+        for _ in range(depth):
             block = rng.choice(self.blocks)
-            width = cin if block == "res" else rng.choice(self.widths)
+            width = cin if block in KEEPS_WIDTH else rng.choice(self.widths)
             cells.append(CellConfig(block, width, rng.choice(self._inners(block, width))))
             cin = width
         return ArchConfig(self.scale, head, tuple(cells))
@@ -325,8 +333,8 @@ class SearchSpace:
         total = 0
         for depth in range(1, self.max_depth + 1):
             s = sum(count.values())
-            # any cell may move to any width (conv: 1 way, wide: one per inner); res stays
-            count = {w: s * (n_conv + n_wide) + count[w] * n_res for w in self.widths}
+            # a conv cell may move to any width; res and wide cells stay at theirs
+            count = {w: s * n_conv + count[w] * (n_res + n_wide) for w in self.widths}
             if depth >= self.min_depth:
                 total += sum(count.values())
         return total

@@ -44,20 +44,17 @@ class ResCell(nn.Module):
 
 
 class WideCell(nn.Module):
-    """WDSR-B: 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> width), + identity
-    when in == width."""
+    """WDSR-B: 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in), + identity."""
 
     def __init__(self, cin: int, cell: CellConfig) -> None:
         super().__init__()
-        low = wide_low(cell.width)
+        low = wide_low(cin)
         self.expand = nn.Conv2d(cin, cell.inner, 1)
         self.reduce = nn.Conv2d(cell.inner, low, 1)
-        self.conv = nn.Conv2d(low, cell.width, 3, padding=1)
-        self.residual = cin == cell.width
+        self.conv = nn.Conv2d(low, cin, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(self.reduce(F.relu(self.expand(x))))
-        return x + y if self.residual else y
+        return x + self.conv(self.reduce(F.relu(self.expand(x))))
 
 
 CELLS: dict[str, type[nn.Module]] = {"conv": ConvCell, "res": ResCell, "wide": WideCell}

@@ -5,6 +5,11 @@ smallest plus ``k_random`` random subnets learn from a mix of the HR target and 
 subnet's output (in-place distillation, weight ``distill``). All losses are summed into one
 backward pass, so one optimiser step updates the shared weights once.
 
+``k_deep`` of the random subnets are drawn at full depth (kinds and widths still random). The
+largest subnet trains every position's res cell every step, but a conv or wide cell at the
+last position is in a uniform sample only 1 time in 3 x 8; without the deep draws those cells
+stayed near their initialisation and deep subnets scored far below what they fine-tune to.
+
 Before elastic training starts, ``warmup_steps`` steps train the largest subnet alone; then the
 channels are reordered once by importance (``SuperNet.reorder_channels``, function unchanged)
 and the optimiser state is reset, so that narrow subnets start from the most important channels.
@@ -61,6 +66,7 @@ class SupernetModule(L.LightningModule):
         distill: float = 0.5,
         warmup_steps: int = 300,
         seed: int = 0,
+        k_deep: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,7 +97,9 @@ class SupernetModule(L.LightningModule):
             return loss
         rng = self._rng()
         students = [self.supernet.min_arch()]
-        students += [self.space.sample(rng) for _ in range(self.hparams.k_random)]
+        k, deep = self.hparams.k_random, min(self.hparams.k_deep, self.hparams.k_random)
+        students += [self.space.sample(rng) for _ in range(k - deep)]
+        students += [self.space.sample(rng, depth=self.space.max_depth) for _ in range(deep)]
         target = teacher.detach()
         a = self.hparams.distill
         for arch in students:
@@ -169,6 +177,7 @@ def train_supernet(
     *,
     resume: bool = False,
     k_random: int = 2,
+    k_deep: int = 1,
     distill: float = 0.5,
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
@@ -191,6 +200,7 @@ def train_supernet(
         distill=distill,
         warmup_steps=warmup,
         seed=cfg.seed,
+        k_deep=k_deep,
     )
     trainer = make_trainer(cfg, out)
     (out / "train_config.json").write_text(
@@ -199,6 +209,7 @@ def train_supernet(
                 "space": space_to_dict(space),
                 "train": asdict(cfg),
                 "k_random": k_random,
+                "k_deep": k_deep,
                 "distill": distill,
                 "warmup_steps": warmup,
             },

@@ -44,7 +44,7 @@ from srsearch.latency.probes import (
 )
 from srsearch.layers import LRSkip
 from srsearch.tflite import op_histogram
-from supernet.space import ArchConfig, CellConfig, LayerSpec, SearchSpace, layers
+from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, LayerSpec, SearchSpace, layers
 from supernet.subnet import SubNet
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -162,7 +162,7 @@ def _all_archs(space: SearchSpace) -> list[ArchConfig]:
             yield ()
             return
         for block in space.blocks:
-            for width in (cin,) if block == "res" else space.widths:
+            for width in (cin,) if block in KEEPS_WIDTH else space.widths:
                 for inner in space._inners(block, width):
                     for rest in cells(width, depth - 1):
                         yield (CellConfig(block, width, inner), *rest)
@@ -408,9 +408,9 @@ def test_spanning_archs_cover_the_range() -> None:
     archs = spanning_archs(SearchSpace(), 10, 0, cost)
     costs = [cost(a) for a in archs]
     assert len(set(map(str, archs))) == 10
-    assert costs[0] == cost(SearchSpace().min_arch()) and costs[-1] == cost(
-        SearchSpace().max_arch()
-    )
+    # the pool holds the min and max arch; the dearest pool net may be a sampled one
+    assert costs[0] == cost(SearchSpace().min_arch())
+    assert costs[-1] >= cost(SearchSpace().max_arch())
     ratios = [b / a for a, b in zip(costs[:-1], costs[1:], strict=True)]
     assert all(r >= 1 for r in ratios) and max(ratios) < 3  # log-spaced, no big gap
     assert SearchSpace().max_arch() not in spanning_archs(

@@ -178,7 +178,7 @@ def test_killed_search_resumes_to_the_same_trial_count(sampler, supernet, images
     whole = search_architecture(SPACE, FakePredictor(), _evaluator(supernet, images), cfg,
                                 tmp_path / "whole.db")
     db = tmp_path / "killed.db"
-    first = _evaluator(supernet, images, die_at=3)
+    first = _evaluator(supernet, images, die_at=2)
     with pytest.raises(Interrupt):
         search_architecture(SPACE, FakePredictor(), first, cfg, db)
     # a second kind of kill: a trial left RUNNING by a dead process
@@ -224,7 +224,7 @@ def test_evolution_initial_proposals_are_feasible():
 
 # --- stage 3: pruning as data ----------------------------------------------------------------
 
-ARCH = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("conv", 12),
+ARCH = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("conv", 8),
                           CellConfig("wide", 8, 20), CellConfig("res", 8, 8)))
 
 
@@ -237,8 +237,7 @@ def test_channel_groups_tie_residual_cells():
     groups = {g.name: (g.kind, g.size, g.where) for g in channel_groups(ARCH)}
     assert groups == {
         "trunk0": ("trunk", 12, (0, 1)),  # head + res cell 0
-        "trunk2": ("trunk", 12, (2,)),  # conv cell 1's output, read by the wide cell
-        "trunk3": ("trunk", 8, (3, 4)),  # wide 12->8 (no identity) + res cell 3
+        "trunk2": ("trunk", 8, (2, 3, 4)),  # conv cell 1's output + wide cell 2 + res cell 3
         "cells.0.inner": ("res_inner", 12, (0,)),
         "cells.2.inner": ("wide_inner", 20, (2,)),
         "cells.2.low": ("low", 8, (2,)),
@@ -275,11 +274,13 @@ def test_ratios_give_expected_widths_and_keep_top_l1_channels():
     floors = {"trunk": 4, "res_inner": 4, "wide_inner": 16}
     ratios = {"trunk0": 0.5, "trunk2": 0.75, "cells.0.inner": 0.3, "cells.2.inner": 0.75}
     prune = prune_by_ratios(sub, ratios, floors)
-    # 12 * 0.5 = 6 -> 8 (half up on the grid of 4); 12 * 0.25 = 3 -> 4; 12 * 0.7 = 8.4 -> 8;
-    # wide inner 20 * 0.25 = 5 -> 4 -> floor 16; trunk3 unpruned, so low = wide_low(8) = 8
+    # 12 * 0.5 = 6 -> 8 (half up on the grid of 4); 8 * 0.25 = 2 -> 4; 12 * 0.7 = 8.4 -> 8;
+    # wide inner 20 * 0.25 = 5 -> 4 -> floor 16; the wide and res cells follow trunk2 (4), and
+    # the wide cell's low-rank width follows too: wide_low(4) = 4
     assert prune.pruned_arch() == ArchConfig(2, 8, (
-        CellConfig("res", 8, 8), CellConfig("conv", 4), CellConfig("wide", 8, 16),
-        CellConfig("res", 8, 8)))
+        CellConfig("res", 8, 8), CellConfig("conv", 4), CellConfig("wide", 4, 16),
+        CellConfig("res", 4, 8)))
+    assert pruned_widths(ARCH, ratios, floors)["cells.2.low"] == len(prune.keep["cells.2.low"]) == 4
     groups = {g.name: g for g in channel_groups(ARCH)}
     for name, n in (("trunk0", 8), ("cells.0.inner", 8), ("trunk2", 4), ("cells.2.inner", 16)):
         imp = importance(sub, groups[name])
@@ -295,14 +296,6 @@ def test_ratios_give_expected_widths_and_keep_top_l1_channels():
     torch.testing.assert_close(compact.cells[0].conv2.weight,
                                sub.cells[0].conv2.weight[keep0][:, inner0])
     assert compact(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
-
-
-def test_pruning_never_adds_an_identity_to_a_wide_cell():
-    arch = ArchConfig(2, 12, (CellConfig("wide", 8, 16),))  # 12 -> 8: no identity
-    widths = pruned_widths(arch, {"trunk0": 0.34}, {"trunk": 4})  # 12 -> 8 == out
-    assert widths["trunk0"] == 8 and widths["trunk1"] == 4  # out moved a step down
-    prune = prune_by_ratios(_subnet(arch), {"trunk0": 0.34}, {"trunk": 8})
-    assert prune is None  # 8 is both the floor and the out width: no valid rounding
 
 
 def test_stage3_starts_unpruned_and_stays_in_budget(supernet, images, tmp_path):

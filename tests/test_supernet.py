@@ -55,7 +55,8 @@ def test_subnet_matches_supernet(supernets: dict[int, SuperNet], scale: int) -> 
 
 def test_subnet_is_standalone_and_compact(supernets: dict[int, SuperNet]) -> None:
     net = supernets[2]
-    arch = ArchConfig(2, 16, (CellConfig("res", 16, 8), CellConfig("wide", 24, 32)))
+    arch = ArchConfig(2, 16, (CellConfig("res", 16, 8), CellConfig("wide", 16, 32),
+                              CellConfig("conv", 24)))
     sub = net.get_active_subnet(arch)
     assert not any(isinstance(m, ElasticConv2d | SuperNet) for m in sub.modules())
     assert sum(p.numel() for p in sub.parameters()) == params(arch)
@@ -136,6 +137,10 @@ def _with(**changes: object) -> dict:
         (_with(cells="conv"), ["cells is 'conv'"]),
         (_with(cell={"block": "dense"}), ["cells[0]", "'dense'", "['conv', 'res', 'wide']"]),
         (_with(cell={"width": 24}), ["cells[0]", "'res' cell of width 24", "set its width to 16"]),
+        (
+            _with(cell={"block": "wide", "width": 8, "inner": 32}),
+            ["cells[0]", "'wide' cell of width 8", "input has 16", "set its width to 16"],
+        ),
         (_with(cell={"block": "conv", "inner": 4}), ["cells[0]", "inner is 4", "width 16"]),
         (_with(cell={"block": "wide", "inner": None}), ["cells[0]", "needs `inner`"]),
         (_with(depth=3), ["keys", "depth", "exactly ['cells', 'head_width', 'scale']"]),
@@ -237,7 +242,7 @@ def _all_archs(space: SearchSpace) -> list[ArchConfig]:
             for body in itertools.product(cells, repeat=d):
                 try:
                     out.append(ArchConfig(space.scale, head, body))
-                except UserError:  # a res cell whose width is not its input width
+                except UserError:  # a res or wide cell whose width is not its input width
                     pass
     return out
 
@@ -252,19 +257,20 @@ def test_size_matches_brute_force() -> None:
     rng = random.Random(0)
     assert {space.sample(rng) for _ in range(3000)} <= set(archs)
     assert space.max_arch() in archs and space.min_arch() in archs
-    # by hand: 2 heads; each cell goes to either width by conv or wide (2 ways from any of the
-    # n archs) or stays by res (3 inners): 7 ways per width, so n -> 7n; depths 1..3
-    assert space.size() == 14 + 98 + 686
+    # by hand: 2 heads; n archs, n/2 at each width; a cell goes to either width by conv (from
+    # any of the n) or stays by res (3 inners) or wide (1): n + 4 n/2 = 3n per width, n -> 6n
+    assert space.size() == 12 + 72 + 432
     deeper = SearchSpace(
         min_depth=2, max_depth=3, widths=(4, 8), res_inners=(4, 8, 12), wide_inners=(8,)
     )
-    assert deeper.size() == 98 + 686
+    assert deeper.size() == 72 + 432
 
 
 def test_default_space_size_and_extremes() -> None:
     space = SearchSpace()
-    # 7 conv + 7 x 13 wide + 7 res = 105 choices per cell, 7 head widths
-    assert space.size() == 7 * sum(105**d for d in range(1, 9)) == 104_416_322_229_323_160
+    # n archs, n/7 at each width; a cell goes to any width by conv (from any of the n) or stays
+    # by res (7 inners) or wide (13): n + 20 n/7 = 27 n/7 per width, so n -> 27 n
+    assert space.size() == 7 * sum(27**d for d in range(1, 9)) == 2_053_045_476_720
     hw = (360, 640)
     lo, hi = macs(space.min_arch(), hw), macs(space.max_arch(), hw)
     assert space.min_arch() == ArchConfig(2, 8, (CellConfig("conv", 8),))
@@ -282,8 +288,8 @@ def test_layers_and_macs_by_hand() -> None:
         (
             CellConfig("conv", 12),
             CellConfig("res", 12, 8),
-            CellConfig("wide", 12, 16),  # in == out: identity add; low = wide_low(12) = 12
-            CellConfig("wide", 8, 16),  # in 12 != out 8: no add; low = wide_low(8) = 8
+            CellConfig("wide", 12, 16),  # identity add; low = wide_low(12) = 12
+            CellConfig("conv", 8),
         ),
     )
     specs = layers(arch, (6, 10))
@@ -297,9 +303,7 @@ def test_layers_and_macs_by_hand() -> None:
         ("conv", 16, 12, 1, None),
         ("conv", 12, 12, 3, None),
         ("add", 12, 12, 0, None),
-        ("conv", 12, 16, 1, "relu"),
-        ("conv", 16, 8, 1, None),
-        ("conv", 8, 8, 3, None),
+        ("conv", 12, 8, 3, "relu"),
         ("conv", 8, 12, 3, None),
         ("skip", 3, 12, 1, None),
         ("add", 12, 12, 0, None),
@@ -308,9 +312,9 @@ def test_layers_and_macs_by_hand() -> None:
     assert all((s.h, s.w) == (6, 10) for s in specs)
     assert specs[2].block == "cell1.res" and specs[-4].block == "tail"
     assert specs[2] == layers(ArchConfig(2, 12, (CellConfig("res", 12, 8),)), (6, 10))[1]
-    # per LR pixel: head 216, conv 864, res 864+864, wide 192+192+1296, wide 192+128+576,
-    # tail 864, skip 36
-    assert macs(arch, (6, 10)) == 60 * (216 + 864 + 1728 + 1680 + 896 + 864 + 36)
+    # per LR pixel: head 216, conv 864, res 864+864, wide 192+192+1296, conv 864, tail 864,
+    # skip 36
+    assert macs(arch, (6, 10)) == 60 * (216 + 864 + 1728 + 1680 + 864 + 864 + 36)
     assert params(arch) == sum(p.numel() for p in SubNet(arch).parameters())
 
 
@@ -332,3 +336,28 @@ def test_macs_match_forward_hooks() -> None:
             with torch.no_grad():
                 sub(torch.rand(1, 3, *hw))
             assert sum(count) == macs(arch, hw)
+
+
+def test_sample_at_a_given_depth() -> None:
+    space, rng = SearchSpace(), random.Random(2)
+    archs = [space.sample(rng, depth=8) for _ in range(20)]
+    assert {a.depth for a in archs} == {8} and all(space.contains(a) for a in archs)
+    assert len({c.block for a in archs for c in a.cells}) == 3  # kinds still random
+    with pytest.raises(UserError, match="depth 9 is outside 1..8"):
+        space.sample(rng, depth=9)
+
+
+def test_untrained_conv_cells_pass_the_trunk_through() -> None:
+    torch.manual_seed(0)
+    net = SuperNet(SearchSpace())
+    x = torch.rand(1, 32, 8, 8)  # the trunk after the head's ReLU is non-negative
+    with torch.no_grad():
+        for i in (0, 7):
+            cell = net.cells[i]["conv"]
+            full = cell(x, CellConfig("conv", 32))
+            assert (full - x).abs().mean() < 0.1 * x.mean()
+            narrow = cell(x, CellConfig("conv", 12))  # keeps the first (most important) 12
+            assert (narrow - x[:, :12]).abs().mean() < 0.1 * x.mean()
+            wider = cell(x[:, :16], CellConfig("conv", 32))
+            assert (wider[:, :16] - x[:, :16]).abs().mean() < 0.1 * x.mean()
+            assert wider[:, 16:].abs().mean() < 0.1 * x.mean()  # new channels start near 0

@@ -1,10 +1,12 @@
 import json
 import subprocess
 
+import pytest
 import torch
 
 from srsearch.cli import main
-from supernet.training import load_supernet, val_archs
+from supernet.space import SearchSpace
+from supernet.training import SupernetModule, load_supernet, space_to_dict, val_archs
 from tests.conftest import cli_cmd
 
 TINY = ["--batch-size", "2", "--lr-patch", "8", "--max-width", "12", "--max-depth", "2"]
@@ -110,3 +112,23 @@ def test_supernet_two_process_ddp(image_dir, tmp_path, cli_env):
 def test_bad_space_flags(tmp_path, capsys):
     assert main(["supernet", "--max-width", "30", "--out", str(tmp_path / "x")]) == 2
     assert "--max-width 30 must be a multiple of 4" in capsys.readouterr().err
+    assert main(["supernet", "--k-deep", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--k-deep 3 must be between 0 and --k-random (2)" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+def test_sandwich_students_with_deep_draws():
+    space = SearchSpace(max_depth=4, widths=(8, 12), res_inners=(8,), wide_inners=(16,))
+    module = SupernetModule(space_to_dict(space), k_random=3, k_deep=2, warmup_steps=0)
+    seen = []
+    activate = module.supernet.set_active_subnet
+    module.supernet.set_active_subnet = lambda arch: (seen.append(arch), activate(arch))[1]
+    lr, hr = torch.rand(2, 3, 6, 6), torch.rand(2, 3, 12, 12)
+    for _ in range(5):
+        seen.clear()
+        loss = module.training_step((lr, hr), 0)
+        assert loss.ndim == 0 and loss.requires_grad
+        assert seen[:2] == [space.max_arch(), space.min_arch()] and len(seen) == 5
+        assert [a.depth for a in seen[3:]] == [4, 4]  # the k_deep draws are full depth
+    # an old checkpoint's hyperparameters have no k_deep: it trains as before (no deep draws)
+    assert SupernetModule(space_to_dict(space)).hparams.k_deep == 0

@@ -23,6 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--k-random", type=int, default=2, help="random subnets per step")
     p.add_argument(
+        "--k-deep",
+        type=int,
+        default=1,
+        help="how many of the random subnets are drawn at full depth (default 1)",
+    )
+    p.add_argument(
         "--distill",
         type=float,
         default=0.5,
@@ -72,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--distill {args.distill} must be between 0 and 1")
     if args.k_random < 0:
         raise UserError(f"--k-random {args.k_random} must be >= 0")
+    if not 0 <= args.k_deep <= args.k_random:
+        raise UserError(
+            f"--k-deep {args.k_deep} must be between 0 and --k-random ({args.k_random})"
+        )
     cfg = train_config_from_args(args, args.lr)
     space = make_space(args.scale, args.max_width, args.max_depth)
     summary = train_supernet(
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         resume=args.resume,
         k_random=args.k_random,
+        k_deep=args.k_deep,
         distill=args.distill,
         warmup_steps=args.warmup_steps,
     )

@@ -30,7 +30,15 @@ from srsearch.latency._runner import Exporter, Job, add_net_round, interleave, l
 from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
-from supernet.space import ArchConfig, CellConfig, LayerSpec, SearchSpace, layers, macs
+from supernet.space import (
+    KEEPS_WIDTH,
+    ArchConfig,
+    CellConfig,
+    LayerSpec,
+    SearchSpace,
+    layers,
+    macs,
+)
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total); stage is "export" or "timing"."""
@@ -56,7 +64,7 @@ def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]
     keys: dict[LayerSpec, None] = {}
     for cin in space.widths:
         for block in space.blocks:
-            for width in (cin,) if block == "res" else space.widths:
+            for width in (cin,) if block in KEEPS_WIDTH else space.widths:
                 for inner in space._inners(block, width):
                     arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),))
                     keys.update(dict.fromkeys(layers(arch, lr_hw)))

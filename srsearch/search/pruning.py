@@ -4,15 +4,14 @@ a separate function.
 A subnet's channels fall into *groups* that must be pruned together:
 
 - ``trunkJ``: the trunk tensors from position J on (position j is the input of cell j; 0 is
-  the head output; D, the last cell's output, feeds the tail). A res cell, and a wide cell
-  whose input and output widths agree, add their input to their output, so positions j and
-  j+1 share one channel set; a conv cell (or a wide cell that changes the width) starts a new
-  group. Writers: the head and each cell's last conv; readers: each cell's first conv(s)
+  the head output; D, the last cell's output, feeds the tail). Res and wide cells add their
+  input to their output, so positions j and j+1 share one channel set; a conv cell starts a
+  new group. Writers: the head and each cell's last conv; readers: each cell's first conv(s)
   and the tail.
 - ``cells.I.inner``: the mid channels of res cell I (conv1 -> conv2) or the expansion of wide
   cell I (expand -> reduce).
 - ``cells.I.low``: the low-rank channels of wide cell I (reduce -> conv). Their number is
-  derived, ``wide_low(width)``, so they follow the cell's output width and have no ratio.
+  derived, ``wide_low(width)``, so they follow the cell's (trunk) width and have no ratio.
 
 `PruneConfig` holds the kept channel indices per group; `prune_by_ratios` makes one from
 per-group ratios (widths rounded to multiples of 4, channels with the largest L1 filter norms
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from srsearch.errors import UserError
-from supernet.space import ArchConfig, CellConfig, wide_low
+from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, wide_low
 from supernet.subnet import SubNet
 
 FORMAT = "srsearch.prune/1"
@@ -58,8 +57,7 @@ class ChannelGroup:
 
 def _tied(arch: ArchConfig, i: int) -> bool:
     """Whether cell i's output shares channels with its input (an identity add)."""
-    cell, cin = arch.cells[i], arch.in_widths()[i]
-    return cell.block == "res" or (cell.block == "wide" and cin == cell.width)
+    return arch.cells[i].block in KEEPS_WIDTH
 
 
 def trunk_of(arch: ArchConfig) -> list[str]:
@@ -160,9 +158,6 @@ class PruneConfig:
                 if low != wide_low(w):
                     raise UserError(f"prune config keeps {low} low-rank channels of wide cell "
                                     f"{i}, but its width {w} needs wide_low({w}) = {wide_low(w)}")
-                if (width[i] == w) != (self.arch.in_widths()[i] == c.width):
-                    raise UserError(f"prune config makes wide cell {i} {width[i]}->{w}: pruning "
-                                    "must not add or remove its identity (in == out) connection")
         return ArchConfig(self.arch.scale, width[0], tuple(cells))
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,30 +194,16 @@ def _round(width: int, ratio: float, floor: int) -> int:
 
 
 def pruned_widths(arch: ArchConfig, ratios: Mapping[str, float],
-                  floors: Mapping[str, int]) -> dict[str, int] | None:
+                  floors: Mapping[str, int]) -> dict[str, int]:
     """The kept channel count of every group for per-group ``ratios`` (missing: 0).
 
     Widths are rounded to multiples of 4 and kept >= ``floors[kind]`` (or the current width
-    if smaller). Low-rank groups follow their cell's new width. A wide cell that changes the
-    width must not end up with in == out (that would add an identity the weights never saw):
-    its output group moves one step up or down, else None is returned (no valid rounding).
+    if smaller). Low-rank groups follow their cell's new width.
     """
     groups = channel_groups(arch)
     width = {g.name: _round(g.size, ratios.get(g.name, 0.0), floors.get(g.kind, STEP))
              for g in groups if g.kind != "low"}
     trunk = trunk_of(arch)
-    for i, c in enumerate(arch.cells):
-        a, b = trunk[i], trunk[i + 1]
-        if c.block != "wide" or a == b or width[a] != width[b]:
-            continue
-        size = arch.cells[i].width
-        up, down = width[b] + STEP, width[b] - STEP
-        if up <= size:
-            width[b] = up
-        elif down >= min(floors.get("trunk", STEP), size) and down >= STEP:
-            width[b] = down
-        else:
-            return None
     for g in groups:
         if g.kind == "low":
             width[g.name] = wide_low(width[trunk[g.where[0] + 1]])
@@ -230,14 +211,11 @@ def pruned_widths(arch: ArchConfig, ratios: Mapping[str, float],
 
 
 def prune_by_ratios(model: SubNet, ratios: Mapping[str, float],
-                    floors: Mapping[str, int] | None = None) -> PruneConfig | None:
+                    floors: Mapping[str, int] | None = None) -> PruneConfig:
     """The decision for per-group ``ratios``: in each group keep the channels with the largest
-    L1 filter norms (`importance`), as many as `pruned_widths` says. None when no valid
-    rounding exists (see `pruned_widths`)."""
+    L1 filter norms (`importance`), as many as `pruned_widths` says."""
     arch = model.arch
     widths = pruned_widths(arch, ratios, floors or {})
-    if widths is None:
-        return None
     keep = {}
     for g in channel_groups(arch):
         if widths[g.name] < g.size:

@@ -51,7 +51,7 @@ from srsearch.search._optuna import (
     run_trials,
 )
 from srsearch.search.evaluator import Score
-from supernet.space import ArchConfig, CellConfig, SearchSpace
+from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, SearchSpace
 
 SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
 STUDY_NAME = "stage2"
@@ -159,7 +159,7 @@ def _suggest(trial: Trial, name: str, values: Sequence[int]) -> int:
 def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
     """Sample an architecture define-by-run: depth, head width, then per cell kind and widths.
 
-    Parameter names: ``depth``, ``head_width``, ``c{i}_block``, ``c{i}_width`` (conv, wide),
+    Parameter names: ``depth``, ``head_width``, ``c{i}_block``, ``c{i}_width`` (conv only),
     ``c{i}_res_inner``, ``c{i}_wide_inner`` (their ranges differ, so they are separate).
     """
     depth = trial.suggest_int("depth", space.min_depth, space.max_depth)
@@ -167,14 +167,11 @@ def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
     cells, cin = [], head
     for i in range(depth):
         block = trial.suggest_categorical(f"c{i}_block", list(space.blocks))
-        if block == "res":
-            cells.append(CellConfig("res", cin, _suggest(trial, f"c{i}_res_inner",
-                                                         space.res_inners)))
+        if block == "conv":
+            cells.append(CellConfig("conv", _suggest(trial, f"c{i}_width", space.widths)))
         else:
-            width = _suggest(trial, f"c{i}_width", space.widths)
-            inner = (_suggest(trial, f"c{i}_wide_inner", space.wide_inners)
-                     if block == "wide" else width)
-            cells.append(CellConfig(block, width, inner))
+            inners = space.res_inners if block == "res" else space.wide_inners
+            cells.append(CellConfig(block, cin, _suggest(trial, f"c{i}_{block}_inner", inners)))
         cin = cells[-1].width
     return ArchConfig(space.scale, head, tuple(cells))
 
@@ -184,9 +181,9 @@ def arch_params(arch: ArchConfig) -> dict[str, Any]:
     params: dict[str, Any] = {"depth": arch.depth, "head_width": arch.head_width}
     for i, c in enumerate(arch.cells):
         params[f"c{i}_block"] = c.block
-        if c.block != "res":
+        if c.block == "conv":
             params[f"c{i}_width"] = c.width
-        if c.block in ("res", "wide"):
+        else:
             params[f"c{i}_{c.block}_inner"] = c.inner
     return params
 
@@ -195,10 +192,11 @@ def arch_params(arch: ArchConfig) -> dict[str, Any]:
 
 
 def _build(space: SearchSpace, head: int, genes: list[tuple[str, int, int]]) -> ArchConfig:
-    """ArchConfig from (block, width, inner) genes; a res cell's width follows its input."""
+    """ArchConfig from (block, width, inner) genes; a res or wide cell's width follows its
+    input."""
     cells, cin = [], head
     for block, width, inner in genes:
-        width = cin if block == "res" else width
+        width = cin if block in KEEPS_WIDTH else width
         cells.append(CellConfig(block, width, width if block == "conv" else inner))
         cin = width
     return ArchConfig(space.scale, head, tuple(cells))
@@ -206,7 +204,7 @@ def _build(space: SearchSpace, head: int, genes: list[tuple[str, int, int]]) -> 
 
 def _random_gene(space: SearchSpace, rng: random.Random,
                  block: str | None = None) -> tuple[str, int, int]:
-    """A random cell (of kind ``block`` if given); a res cell's width is fixed later."""
+    """A random cell (of kind ``block`` if given); a res or wide cell's width is fixed later."""
     block = block or rng.choice(space.blocks)
     width = rng.choice(space.widths)
     inner = {"conv": width, "res": rng.choice(space.res_inners),
@@ -230,9 +228,9 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         ops.append("remove")
     if len(space.blocks) > 1:
         ops.append("block")
-    if any(g[0] != "res" for g in genes) and len(space.widths) > 1:
+    if any(g[0] == "conv" for g in genes) and len(space.widths) > 1:
         ops.append("width")
-    if any(g[0] in ("res", "wide") for g in genes):
+    if any(g[0] in KEEPS_WIDTH for g in genes):
         ops.append("inner")
     if not ops:
         return arch
@@ -248,11 +246,11 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         block = rng.choice([b for b in space.blocks if b != genes[i][0]])
         genes[i] = _random_gene(space, rng, block)
     elif op == "width":
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] != "res"])
+        i = rng.choice([j for j, g in enumerate(genes) if g[0] == "conv"])
         b, w, inner = genes[i]
         genes[i] = (b, rng.choice([v for v in space.widths if v != w]), inner)
     else:
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] in ("res", "wide")])
+        i = rng.choice([j for j, g in enumerate(genes) if g[0] in KEEPS_WIDTH])
         b, w, inner = genes[i]
         choices = space.res_inners if b == "res" else space.wide_inners
         genes[i] = (b, w, rng.choice([v for v in choices if v != inner] or [inner]))

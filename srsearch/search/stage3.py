@@ -34,7 +34,6 @@ from optuna.trial import FrozenTrial, Trial
 
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
-    INFEASIBLE_VALUE,
     WALL_ATTR,
     LatencyPredictor,
     ScoreBook,
@@ -140,10 +139,6 @@ def search_pruning(
     def objective(trial: Trial) -> float:
         ratios = {n: trial.suggest_float(n, 0.0, max_ratio) for n in names}
         prune = prune_by_ratios(model, ratios, floors)
-        if prune is None:  # no valid rounding (see pruned_widths); rare
-            trial.set_user_attr("feasible", False)
-            trial.set_constraint("latency", 1.0)
-            return INFEASIBLE_VALUE
         arch = prune.pruned_arch()  # same widths -> same channels: importance is fixed
         return book.trial(trial, arch, float(predictor.predict(arch)), budget_ms,
                           lambda: scorer.score(apply_pruning(model, prune)), floor_ms)

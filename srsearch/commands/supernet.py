@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "supernet",
         help="stage 1: train the weight-sharing supernet",
         description="Sandwich rule (largest, smallest and k random subnets every "
-        "step) with in-place distillation from the largest. Writes "
+        "step, k-deep of them at full depth) with in-place distillation from the largest. Writes "
         "OUT/supernet.pt; killed runs continue with --resume.",
     )
     add_data_flags(p)

@@ -51,3 +51,13 @@ def test_pipeline_config_errors_name_the_key(tmp_path, capsys):
     bad.write_text('budget = 3\n')
     assert main(["pipeline", "--config", str(bad)]) == 2
     assert "unknown keys ['budget']" in capsys.readouterr().err
+
+
+def test_latency_warning_only_when_the_model_missed():
+    from srsearch.pipeline import latency_warning
+
+    assert latency_warning({"n": 10, "mape_pct": 2.9}) is None
+    assert latency_warning({}) is None  # validation skipped (validate_nets = 0)
+    text = latency_warning({"n": 10, "mape_pct": 21.95})
+    assert "10 validation nets by 22 %" in text and "speed changed" in text
+    assert "--run-dir" in text and "srsearch latency validate" in text

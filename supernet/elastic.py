@@ -78,7 +78,7 @@ class ElasticConvCell(nn.Module):
     cell passes it on, and every later shared cell and the tail see the features they were
     trained on. With the default init, conv cells that weight sharing trains rarely (deep
     positions) shrank the trunk layer by layer until the body's output vanished
-    (docs/search_space.md, "How well weight sharing works").
+    (docs/search_space.md, "Conv cells start near identity").
     """
 
     IDENTITY_NOISE = 0.1

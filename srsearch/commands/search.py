@@ -45,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.85,
         metavar="F",
-        help="consider only nets predicted at >= F x budget (the inherited-weight score "
-        "favours small nets, docs/search.md); 0: no floor (default: %(default)s)",
+        help="consider only nets predicted at >= F x budget (the best net is usually near "
+        "the budget, docs/search.md); 0: no floor (default: %(default)s)",
     )
     p.add_argument(
         "--data",

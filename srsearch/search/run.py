@@ -59,9 +59,9 @@ class RunConfig:
     Attributes:
         budget_ms: Latency budget on the predictor's target.
         budget_floor: Both stages consider only nets predicted at or above this fraction of
-            the budget (of the largest net's latency, if that is lower): the inherited-weight
-            score favours small nets, so without a floor the search may leave much of the
-            budget unspent (docs/search.md, "Latency floor"). 0 turns it off.
+            the budget (of the largest net's latency, if that is lower): fine-tuned PSNR rises
+            with MACs, so the best net sits near the budget and the floor keeps the trials
+            there (docs/search.md, "Latency floor"). 0 turns it off.
         data: Data spec; its val split scores candidates, its train split fine-tunes.
         trials: Stage-2 finished trials in total.
         stage3_trials: Stage-3 finished trials (0: no pruning search).

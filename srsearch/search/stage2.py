@@ -70,8 +70,8 @@ class Stage2Config:
     Attributes:
         budget_ms: Latency budget; a candidate is feasible when its predicted ms <= this.
         floor_ms: ... and >= this (0: no floor). `run_search` sets it from ``budget_floor``:
-            the inherited-weight proxy favours small nets (docs/search.md), so by default the
-            search only considers nets that spend most of the budget.
+            fine-tuned PSNR rises with MACs (docs/search.md), so by default the search only
+            considers nets that spend most of the budget.
         n_trials: Finished trials in total (feasible or not, over all restarts).
         sampler: "evolution", "tpe" or "random" (docs/search.md says which wins and why).
         seed: Seed of the sampler.

@@ -192,7 +192,7 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             v = validate(LatencyModel.load(path), device, validation_path(path),
                          n=cfg.validate_nets, jobs=jobs, on_progress=bars.update)
         result.update({k: v[k] for k in ("mape_pct", "max_error_pct", "spearman") if k in v})
-        warning = latency_warning(v)
+        warning = latency_warning(v.get("mape_pct"), cfg.validate_nets)
         if warning:
             _log(f"warning: {warning}")
     return result
@@ -201,23 +201,22 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 LATENCY_MAPE_WARN = 10.0  # % on the validation nets; the table is usually within 3-6 % here
 
 
-def latency_warning(validation: dict[str, Any]) -> str | None:
-    """A warning when the latency model missed its validation nets by more than
-    ``LATENCY_MAPE_WARN`` % (MAPE), else None.
+def latency_warning(mape_pct: float | None, n: int) -> str | None:
+    """A warning when the latency model missed its ``n`` validation nets by more than
+    ``LATENCY_MAPE_WARN`` % (MAPE; None: not validated), else None.
 
     The table's ops and the validation nets are timed minutes apart; when the target's speed
     changes in between (other jobs, a throttled or shared host), every prediction the search
     relies on is off by that factor, and the report should say so rather than look normal.
     """
-    mape = validation.get("mape_pct")
-    if mape is None or mape <= LATENCY_MAPE_WARN:
+    if mape_pct is None or mape_pct <= LATENCY_MAPE_WARN:
         return None
     return (
-        f"the latency model missed its {validation.get('n', 'validation')} validation nets by "
-        f"{mape:.0f} % (MAPE; usually under {LATENCY_MAPE_WARN:.0f} %): the target's speed "
-        "changed while it was measured (other jobs, or a throttled host), so predicted "
-        "latencies, and the net the search chose for the budget, are off. Rerun on an idle "
-        "target in a new --run-dir, or check with `srsearch latency validate --lut LUT`."
+        f"The latency model missed its {n} validation nets by {mape_pct:.0f} % (MAPE; usually "
+        f"under {LATENCY_MAPE_WARN:.0f} %): the target's speed changed while it was measured "
+        "(other jobs, or a throttled host), so predicted latencies, and the net the search "
+        "chose for the budget, are off. Rerun on an idle target in a new --run-dir, or check "
+        "with `srsearch latency validate --lut LUT`."
     )
 
 
@@ -355,9 +354,9 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             f"{cfg.validate_nets} nets measured end to end.",
             "",
         ]
-        warning = latency_warning({**v, "n": cfg.validate_nets})
+        warning = latency_warning(v["mape_pct"], cfg.validate_nets)
         if warning:
-            lines += [f"**Warning:** {warning[0].upper()}{warning[1:]}", ""]
+            lines += [f"**Warning:** {warning}", ""]
     for set_name, rows in table.items():
         lines += [
             f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})",

@@ -56,8 +56,8 @@ def test_pipeline_config_errors_name_the_key(tmp_path, capsys):
 def test_latency_warning_only_when_the_model_missed():
     from srsearch.pipeline import latency_warning
 
-    assert latency_warning({"n": 10, "mape_pct": 2.9}) is None
-    assert latency_warning({}) is None  # validation skipped (validate_nets = 0)
-    text = latency_warning({"n": 10, "mape_pct": 21.95})
+    assert latency_warning(2.9, 10) is None
+    assert latency_warning(None, 0) is None  # validation skipped (validate_nets = 0)
+    text = latency_warning(21.95, 10)
     assert "10 validation nets by 22 %" in text and "speed changed" in text
     assert "--run-dir" in text and "srsearch latency validate" in text

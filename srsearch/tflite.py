@@ -96,6 +96,7 @@ def convert(
     precision: Precision = "fp32",
     representative: Sequence[torch.Tensor] | None = None,
     depth_to_space: bool = False,
+    native_prelu: bool = True,
     check: bool = True,
     atol: float | None = None,
 ) -> Path:
@@ -118,6 +119,9 @@ def convert(
             litert-torch's RESHAPE/TRANSPOSE chain, by permuting the output channels of the
             layers that feed it (`srsearch._depth_to_space`). Raises `ConversionError` when
             the model's graph does not allow it.
+        native_prelu: Lower every ``nn.PReLU`` to one PRELU op (`srsearch._prelu`) instead of
+            litert-torch's RELU/SUB/MUL/MUL. fp32 and fp16 only: int8 keeps the decomposed
+            form, which PT2E quantises.
         check: Run the converted file on a random input with LiteRT and compare with PyTorch
             (for int8: PyTorch's simulation of the quantised graph); raise `ConversionError`
             when the max abs difference exceeds `atol`.
@@ -150,6 +154,10 @@ def convert(
             from srsearch._depth_to_space import depth_to_space_form
 
             module = depth_to_space_form(model, sample)
+        if native_prelu and precision != "int8":
+            from srsearch._prelu import native_prelu_form
+
+            module = native_prelu_form(module)
         calib = list(representative or [])
         if channels_last_io:
             module, sample, reference = _channels_last(module, sample, reference)

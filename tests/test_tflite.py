@@ -109,3 +109,65 @@ def test_op_histogram_rejects_other_files(tmp_path: Path) -> None:
 def test_run_tflite_checks_shape(converted: Path) -> None:
     with pytest.raises(ValueError, match=r"takes input shape \(1, 3, 12, 16\)"):
         tflite.run_tflite(converted, np.zeros((1, 3, 8, 8), np.float32))
+
+
+class PReLUSR(nn.Module):
+    """Per-channel and shared-slope PReLUs between convs, x2 pixel shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = nn.PReLU(8)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.act2 = nn.PReLU()  # one slope for all channels
+        self.tail = nn.Conv2d(8, 3 * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        with torch.no_grad():  # distinct slopes, so a swapped or dropped slope shows
+            self.act1.weight.copy_(torch.linspace(0.05, 0.6, 8))
+            self.act2.weight.fill_(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.tail(self.act2(self.body(self.act1(self.head(x))))))
+
+
+@pytest.mark.parametrize("layout", ["nhwc-d2s", "nhwc", "nchw"])
+def test_prelu_lowers_to_one_op(tmp_path: Path, layout: str) -> None:
+    torch.manual_seed(0)
+    model = PReLUSR().eval()
+    kw = {"channels_last_io": layout != "nchw", "depth_to_space": layout == "nhwc-d2s"}
+    native = tflite.convert(model, (1, 3, 12, 16), tmp_path / "native.tflite", **kw)
+    plain = tflite.convert(model, (1, 3, 12, 16), tmp_path / "plain.tflite", **kw,
+                           native_prelu=False)
+    ops, decomposed = tflite.op_histogram(native), tflite.op_histogram(plain)
+    assert ops["PRELU"] == 2 and not {"RELU", "SUB", "MUL"} & set(ops)
+    assert decomposed["MUL"] == 4 and "PRELU" not in decomposed  # litert-torch's own lowering
+    # Nothing else changes: the permutes around the NHWC op cancel (no extra TRANSPOSE).
+    assert {k: v for k, v in ops.items() if k != "PRELU"} == {
+        k: v for k, v in decomposed.items() if k not in ("RELU", "SUB", "MUL")
+    }
+    x = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(3))
+    x = x.permute(0, 2, 3, 1).numpy() if kw["channels_last_io"] else x.numpy()
+    np.testing.assert_allclose(tflite.run_tflite(native, x), tflite.run_tflite(plain, x),
+                               atol=1e-5)  # and convert() checked each against PyTorch
+
+
+def test_prelu_int8_keeps_the_decomposed_form(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    calib = [torch.rand(1, 3, 12, 16) for _ in range(4)]
+    path = tflite.convert(PReLUSR().eval(), (1, 3, 12, 16), tmp_path / "q.tflite",
+                          precision="int8", representative=calib)
+    ops = tflite.op_histogram(path)
+    assert "PRELU" not in ops and ops["MUL"] == 4  # PT2E quantises the decomposed ops
+
+
+def test_native_prelu_form_copies_only_when_needed() -> None:
+    from srsearch._prelu import NHWCPReLU, native_prelu_form
+
+    model = PReLUSR()
+    swapped = native_prelu_form(model)
+    assert isinstance(model.act1, nn.PReLU) and isinstance(swapped.act1, NHWCPReLU)
+    assert isinstance(swapped.act2, NHWCPReLU)
+    x = torch.rand(2, 3, 5, 7) - 0.5
+    torch.testing.assert_close(swapped(x), model(x))
+    no_prelu = TinySR()
+    assert native_prelu_form(no_prelu) is no_prelu

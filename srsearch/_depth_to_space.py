@@ -15,8 +15,7 @@ through adds and channel-wise activations, and a ``repeat_interleave`` skip beco
 model and refuses (ConversionError) anything it cannot fold, rather than leave a GATHER behind.
 
 The op reaches the flatbuffer as a torch custom op ``srsearch::depth_to_space`` lowered to
-``tfl.depth_to_space`` through litert-torch's lowering registry, the mechanism litert-torch
-uses for its own ``torch.ops.tfl.*`` ops (litert_torch/backend/experimental/torch_tfl).
+``tfl.depth_to_space`` through litert-torch's lowering registry (`srsearch._tfl_ops`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from srsearch._tfl_ops import lower_to_tfl
 from srsearch.tflite import ConversionError
 
 # Max abs difference between the rewritten and the original module: the same sums with output
@@ -52,23 +52,11 @@ def _(x: torch.Tensor, block: int) -> torch.Tensor:
     return x.new_empty((n, h * block, w * block, c // (block * block)))
 
 
-def _register_lowering() -> None:
-    from litert_converter.mlir import ir
-    from litert_torch.backend.experimental.torch_tfl._lowerings import _ir_operation
-    from litert_torch.backend.lowerings import registry
-    from litert_torch.backend.lowerings import utils as lowering_utils
-
-    @registry.lower(torch.ops.srsearch.depth_to_space.default)
-    def _lower(lctx, x, block: int):
-        return _ir_operation(
-            "tfl.depth_to_space",
-            results=lowering_utils.node_meta_to_ir_types(lctx.node),
-            operands=[x],
-            attributes={"block_size": ir.IntegerAttr.get(ir.IntegerType.get_signless(32), block)},
-        )
-
-
-_register_lowering()
+lower_to_tfl(
+    torch.ops.srsearch.depth_to_space.default,
+    "tfl.depth_to_space",
+    lambda ir, block: {"block_size": ir.IntegerAttr.get(ir.IntegerType.get_signless(32), block)},
+)
 
 
 def d2s_permutation(channels: int, scale: int) -> list[int]:

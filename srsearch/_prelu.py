@@ -3,13 +3,13 @@
 litert-torch 0.10 decomposes ``nn.PReLU`` into RELU, SUB and two MUL ops (four passes over the
 feature map); LiteRT has a PRELU op that XNNPACK and the GPU delegate run as one. Measured on
 this project's 2-core host (benchmarks/prelu_lowering.py, docs/export.md): the native op makes
-ECBSR-M4C16 and FSRCNN markedly faster and costs a narrow (8-channel) net a little.
+ECBSR-M4C16/M4C32 and FSRCNN 17-21 % faster; an 8-channel net gains about nothing.
 
 `native_prelu_form` swaps every ``nn.PReLU`` of a module (a copy) for `NHWCPReLU`, which calls
 the torch custom op ``srsearch::prelu`` on an NHWC view; the op is lowered to ``tfl.prelu``
-through litert-torch's lowering registry, as `srsearch._depth_to_space` does for
-DEPTH_TO_SPACE. The permutes around it cancel against the NHWC layout litert-torch gives the
-convolutions, so the file holds no TRANSPOSE for it (tested).
+through litert-torch's lowering registry (`srsearch._tfl_ops`), as DEPTH_TO_SPACE is. The
+permutes around it cancel against the NHWC layout litert-torch gives the convolutions, so the
+file holds no TRANSPOSE for it (tested).
 
 Not for int8: PT2E quantisation does not annotate a custom op, so `convert` keeps the
 decomposed form there.
@@ -21,6 +21,8 @@ import copy
 
 import torch
 from torch import nn
+
+from srsearch._tfl_ops import lower_to_tfl
 
 
 @torch.library.custom_op("srsearch::prelu", mutates_args=())
@@ -34,20 +36,7 @@ def _(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
 
-def _register_lowering() -> None:
-    from litert_torch.backend.experimental.torch_tfl._lowerings import _ir_operation
-    from litert_torch.backend.lowerings import registry
-    from litert_torch.backend.lowerings import utils as lowering_utils
-
-    @registry.lower(torch.ops.srsearch.prelu.default)
-    def _lower(lctx, x, alpha):
-        return _ir_operation(
-            "tfl.prelu", results=lowering_utils.node_meta_to_ir_types(lctx.node),
-            operands=[x, alpha],
-        )
-
-
-_register_lowering()
+lower_to_tfl(torch.ops.srsearch.prelu.default, "tfl.prelu")
 
 
 class NHWCPReLU(nn.Module):

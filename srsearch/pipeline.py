@@ -48,6 +48,7 @@ class PipelineConfig:
     benchmark_binary: str | None = None  # benchmark_model path, for adb targets
     budget_ms: float = 30.0
     budget_floor: float = 0.85  # search only nets predicted at >= this x budget (0: off)
+    overshoot: float = 0.0  # stage 2 searches under (1 + this) x budget, stage 3 prunes back
     deploy_precision: str = "fp32"  # fp32 or int8: what the latency table times and export ships
     out_size: str = "1280x720"
     bench_runs: int = 20  # runs per model in the final 720p benchmark
@@ -70,6 +71,10 @@ class PipelineConfig:
         if not 0 <= self.budget_floor < 1:
             raise UserError(f"pipeline config: budget_floor {self.budget_floor} must be in "
                             "[0, 1) (0: no latency floor)")
+        if not 0 <= self.overshoot <= 1 or (self.overshoot > 0 and self.stage3_trials < 1):
+            raise UserError(f"pipeline config: overshoot {self.overshoot} must be in [0, 1], and "
+                            "above 0 only with stage3_trials >= 1 (stage 3 prunes the stage-2 "
+                            "choice back into the budget)")
 
     @classmethod
     def from_toml(cls, path: Path) -> PipelineConfig:
@@ -228,6 +233,7 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     rcfg = RunConfig(
         budget_ms=cfg.budget_ms,
         budget_floor=cfg.budget_floor,
+        overshoot=cfg.overshoot,
         data=cfg.data,
         trials=cfg.search_trials,
         stage3_trials=cfg.stage3_trials,

@@ -51,6 +51,9 @@ def test_pipeline_config_errors_name_the_key(tmp_path, capsys):
     bad.write_text('budget = 3\n')
     assert main(["pipeline", "--config", str(bad)]) == 2
     assert "unknown keys ['budget']" in capsys.readouterr().err
+    bad.write_text('overshoot = 0.3\nstage3_trials = 0\n')  # caught before hours of training
+    assert main(["pipeline", "--config", str(bad)]) == 2
+    assert "overshoot 0.3" in capsys.readouterr().err
 
 
 def test_latency_warning_only_when_the_model_missed():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,12 @@ def test_stage3_starts_unpruned_and_stays_in_budget(supernet, images, tmp_path):
     assert r.n_trials == 5
     assert r.trials[0]["ratios"] == {"trunk0": 0.0, "cells.0.inner": 0.0, "cells.1.inner": 0.0}
     assert not r.trials[0]["feasible"]
+    # second: the least uniform ratio that fits, so stage 3 always has a feasible start
+    uniform = set(r.trials[1]["ratios"].values())
+    assert len(uniform) == 1 and r.trials[1]["feasible"]
+    less = prune_by_ratios(sub, dict.fromkeys(r.trials[1]["ratios"], uniform.pop() - 0.01),
+                           {"trunk": 4, "res_inner": 4, "wide_inner": 4})
+    assert pred.predict(less.pruned_arch()) > budget
     assert r.latency_ms <= budget
     assert r.latency_ms == pred.predict(r.prune.pruned_arch())
     assert r.psnr == max(t["psnr"] for t in r.trials if t["feasible"])
@@ -375,6 +382,79 @@ def test_run_writes_every_output_and_resumes(supernet, image_dir, tmp_path):
     with pytest.raises(UserError, match="budget_ms"):
         run_search(supernet, FakePredictor(), RunConfig(budget_ms=1.0, data=str(image_dir)),
                    out, resume=True)
+
+
+def test_overshoot_searches_above_the_budget_and_prunes_back(supernet, image_dir, tmp_path):
+    pred = FakePredictor()
+    cfg = RunConfig(budget_ms=BUDGET, overshoot=0.2, budget_floor=0.0, data=str(image_dir),
+                    trials=16, stage3_trials=8, finetune_steps=0, crop=16, seed=0)
+    s = run_search(supernet, pred, cfg, tmp_path / "run")
+    assert s["stage2_budget_ms"] == pytest.approx(1.2 * BUDGET)
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    stage2 = [float(r["latency_ms"]) for r in rows if r["stage"] == "stage2"
+              and r["feasible"] == "True"]
+    assert max(stage2) <= 1.2 * BUDGET
+    assert any(ms > BUDGET for ms in stage2)  # stage 2 did search above the budget
+    from srsearch.search.pruning import uniform_fit
+
+    floors = {"trunk": 8, "res_inner": 8, "wide_inner": 16}
+    for r in rows:
+        if r["stage"] == "stage2" and r["feasible"] == "True":  # each can be pruned back
+            arch = ArchConfig.from_json(r["arch"])
+            assert uniform_fit(arch, pred.predict, floors, BUDGET, cfg.max_ratio) is not None
+    assert s["predicted_latency_ms"] <= BUDGET  # and the shipped net is back under it
+    prune = PruneConfig.from_json((tmp_path / "run" / "prune.json").read_text())
+    assert s["predicted_latency_ms"] == pred.predict(prune.pruned_arch())
+
+
+def test_overshoot_keeps_only_candidates_stage3_can_prune_back():
+    from srsearch.search.pruning import uniform_fit, uniformly_pruned
+    from srsearch.search.run import PrunableLatency
+
+    pred, floors = FakePredictor(), {"trunk": 8, "res_inner": 8, "wide_inner": 16}
+    deep = ArchConfig(2, 12, (CellConfig("res", 12, 12), CellConfig("res", 12, 12)))
+    low = uniformly_pruned(deep, 0.75, floors)
+    assert low == ArchConfig(2, 8, (CellConfig("res", 8, 8), CellConfig("res", 8, 8)))
+    assert uniformly_pruned(deep, 0.0, floors) == deep
+    # 12 -> 8 happens at ratio 0.17 (12 * 0.83 = 9.96 rounds half up to 8)
+    assert uniform_fit(deep, pred.predict, floors, pred.predict(low), 0.75) == (
+        0.17, pred.predict(low))
+    assert uniform_fit(deep, pred.predict, floors, pred.predict(low) - 0.01, 0.75) is None
+    # the narrowest pruning misses the budget by 0.05: infeasible, by that much over stage 2's
+    budget = pred.predict(low) - 0.05
+    p = PrunableLatency(pred, floors, 0.75, budget, 0.0, 1.5 * budget)
+    assert p.predict(deep) == pytest.approx(max(pred.predict(deep), 1.5 * budget + 0.05))
+    assert p.predict(deep) > 1.5 * budget
+    # it fits the budget but lands 0.1 under the floor: infeasible too
+    p = PrunableLatency(pred, floors, 0.75, pred.predict(low), pred.predict(low) + 0.1,
+                        9.0)
+    assert p.predict(deep) == pytest.approx(9.1)
+    # in the band: the real latency, above the budget
+    p = PrunableLatency(pred, floors, 0.75, pred.predict(low), 0.0, 1.5 * pred.predict(low))
+    assert p.predict(deep) == pred.predict(deep) > pred.predict(low)
+    assert p.predict(low) == pred.predict(low) and p.fingerprint_id == "fake-target"
+
+
+def test_overshoot_settings_are_checked(image_dir, tmp_path):
+    with pytest.raises(UserError, match="--stage3-trials >= 1"):
+        RunConfig(budget_ms=BUDGET, overshoot=0.25, stage3_trials=0)
+    with pytest.raises(UserError, match="--overshoot 1.5 is invalid"):
+        RunConfig(budget_ms=BUDGET, overshoot=1.5)
+
+
+def test_runs_from_before_overshoot_resume(supernet, image_dir, tmp_path):
+    """A config.json without the key reads as overshoot 0 (what those runs did)."""
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
+                    finetune_steps=0, crop=16)
+    run_search(supernet, FakePredictor(), cfg, out)
+    config = json.loads((out / "config.json").read_text())
+    del config["overshoot"]
+    (out / "config.json").write_text(json.dumps(config))
+    run_search(supernet, FakePredictor(), cfg, out, resume=True)
+    with pytest.raises(UserError, match="overshoot"):
+        run_search(supernet, FakePredictor(), replace(cfg, overshoot=0.1, stage3_trials=2), out,
+                   resume=True)
 
 
 class FakeDevice:

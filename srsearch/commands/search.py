@@ -49,6 +49,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the budget, docs/search.md); 0: no floor (default: %(default)s)",
     )
     p.add_argument(
+        "--overshoot",
+        type=float,
+        default=0.0,
+        metavar="O",
+        help="stage 2 searches under (1 + O) x budget and stage 3 prunes the choice back "
+        "into the budget (needs --stage3-trials >= 1; docs/search.md); 0: stage 2 searches "
+        "under the budget itself (default: %(default)s)",
+    )
+    p.add_argument(
         "--data",
         default="builtin",
         metavar="SPEC",
@@ -152,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         budget_ms=args.budget_ms,
         budget_floor=args.budget_floor,
+        overshoot=args.overshoot,
         data=args.data,
         trials=args.trials,
         stage3_trials=args.stage3_trials,

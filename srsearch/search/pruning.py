@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,25 @@ def pruned_widths(arch: ArchConfig, ratios: Mapping[str, float],
         if g.kind == "low":
             width[g.name] = wide_low(width[trunk[g.where[0] + 1]])
     return width
+
+
+def uniformly_pruned(arch: ArchConfig, ratio: float, floors: Mapping[str, int]) -> ArchConfig:
+    """``arch`` pruned by the same ``ratio`` in every group (widths only: depth and cell kinds
+    stay); ``ratio`` = the largest stage-3 ratio gives the narrowest net stage 3 can reach."""
+    widths = pruned_widths(arch, {g.name: ratio for g in channel_groups(arch)}, floors)
+    return PruneConfig(arch, {n: tuple(range(w)) for n, w in widths.items()}).pruned_arch()
+
+
+def uniform_fit(arch: ArchConfig, predict: Callable[[ArchConfig], float],
+                floors: Mapping[str, int], budget_ms: float,
+                max_ratio: float) -> tuple[float, float] | None:
+    """The smallest uniform ratio (0.01 grid, up to ``max_ratio``) whose pruned net is predicted
+    within ``budget_ms``, with that prediction; None when even ``max_ratio`` is over."""
+    for step in range(int(round(max_ratio * 100)) + 1):
+        ms = float(predict(uniformly_pruned(arch, step / 100, floors)))
+        if ms <= budget_ms:
+            return step / 100, ms
+    return None
 
 
 def prune_by_ratios(model: SubNet, ratios: Mapping[str, float],

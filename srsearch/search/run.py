@@ -48,8 +48,10 @@ from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
 # Settings that change what a finished step holds; a resumed run must keep them.
-_FIXED = ("budget_ms", "budget_floor", "data", "crop", "sampler", "stage3_sampler", "seed",
-          "max_ratio")
+_FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "crop", "sampler", "stage3_sampler",
+          "seed", "max_ratio")
+# What a run's config.json written before a setting existed implies for it.
+_BEFORE = {"overshoot": 0.0}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class RunConfig:
             the budget (of the largest net's latency, if that is lower): fine-tuned PSNR rises
             with MACs, so the best net sits near the budget and the floor keeps the trials
             there (docs/search.md, "Latency floor"). 0 turns it off.
+        overshoot: Stage 2 searches under ``(1 + overshoot) * budget_ms`` (its floor scaled
+            alike) and stage 3 must prune the choice back under ``budget_ms``; 0: stage 2
+            searches under the budget and stage 3 may prune further.
         data: Data spec; its val split scores candidates, its train split fine-tunes.
         trials: Stage-2 finished trials in total.
         stage3_trials: Stage-3 finished trials (0: no pruning search).
@@ -78,6 +83,7 @@ class RunConfig:
 
     budget_ms: float
     budget_floor: float = 0.85
+    overshoot: float = 0.0
     data: str = "builtin"
     trials: int = 200
     stage3_trials: int = 40
@@ -98,6 +104,7 @@ class RunConfig:
         checks = {
             "--budget-ms": (self.budget_ms > 0, "positive"),
             "--budget-floor": (0 <= self.budget_floor < 1, "in [0, 1)"),
+            "--overshoot": (0 <= self.overshoot <= 1, "in [0, 1]"),
             "--trials": (self.trials >= 1, "at least 1"),
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
@@ -111,6 +118,10 @@ class RunConfig:
             if not ok:
                 value = getattr(self, flag[2:].replace("-", "_"))
                 raise UserError(f"{flag} {value} is invalid: it must be {need}")
+        if self.overshoot > 0 and self.stage3_trials < 1:
+            raise UserError(f"--overshoot {self.overshoot} needs stage 3 to prune the stage-2 "
+                            "choice back into the budget: give --stage3-trials >= 1 (or "
+                            "--overshoot 0)")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
@@ -145,7 +156,7 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
             raise UserError(f"--out {out} already holds a search run; pass --resume to continue "
                             "it or choose another --out")
         have = json.loads(path.read_text())
-        diff = [k for k in (*_FIXED, "space") if have.get(k) != config.get(k)]
+        diff = [k for k in (*_FIXED, "space") if have.get(k, _BEFORE.get(k)) != config.get(k)]
         if diff:
             details = "; ".join(f"{k}: {have.get(k)!r} -> {config.get(k)!r}" for k in diff)
             raise UserError(f"--resume {out}: settings differ from the run's ({details}); "
@@ -188,10 +199,10 @@ def _appender(path: Path, stage: str):
 def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
                 chosen: tuple[float, float], final: tuple[float, float] | None = None,
                 baselines: Mapping[str, tuple[float, float]] | None = None,
-                floor_ms: float = 0.0) -> None:
+                floor_ms: float = 0.0, stage2_budget_ms: float | None = None) -> None:
     """PSNR against predicted latency of the feasible stage-2 trials, the front, the budget
-    (and latency floor), the chosen point (and the pruned one), and baselines given as
-    name -> (ms, PSNR)."""
+    (and latency floor, and stage 2's own budget when it overshoots), the chosen point (and
+    the pruned one), and baselines given as name -> (ms, PSNR)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,6 +219,9 @@ def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
                 best = p
         ax.step(*zip(*front, strict=True), where="post", c="0.3", lw=1, label="front")
     ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if stage2_budget_ms and stage2_budget_ms != budget_ms:
+        ax.axvline(stage2_budget_ms, c="tab:purple", ls="-.", lw=1,
+                   label=f"stage-2 budget {stage2_budget_ms:.3g} ms")
     if floor_ms:
         ax.axvline(floor_ms, c="tab:orange", ls=":", lw=1, label=f"floor {floor_ms:.3g} ms")
     ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, c="tab:red", zorder=3,
@@ -286,10 +300,15 @@ def run_search(
     db = out / "search.db"
     csv_path = out / "trials.csv"
 
-    # --- stage 2 ---
+    # --- stage 2 (under the overshot budget, if any; stage 3 prunes back under the budget) ---
     floor_ms = latency_floor(space, predictor, cfg.budget_ms, cfg.budget_floor)
-    s2cfg = Stage2Config(budget_ms=cfg.budget_ms, floor_ms=floor_ms, n_trials=cfg.trials,
+    s2_budget = cfg.budget_ms * (1 + cfg.overshoot)
+    s2_floor = latency_floor(space, predictor, s2_budget, cfg.budget_floor)
+    s2cfg = Stage2Config(budget_ms=s2_budget, floor_ms=s2_floor, n_trials=cfg.trials,
                          sampler=cfg.sampler, seed=cfg.seed)
+    floors = space_floors(space)
+    s2_predictor = (PrunableLatency(predictor, floors, cfg.max_ratio, cfg.budget_ms, floor_ms,
+                                    s2_budget) if cfg.overshoot else predictor)
     arch_path = out / "arch.json"
     if arch_path.is_file():
         study = load_study(db, STUDY_NAME)
@@ -298,14 +317,13 @@ def run_search(
                             f"{arch_path.name} to search again")
         s2 = stage2_result(study)
     else:
-        s2 = search_architecture(space, predictor, evaluator, s2cfg, db,
+        s2 = search_architecture(space, s2_predictor, evaluator, s2cfg, db,
                                  on_trial=_appender(csv_path, "stage2"), progress=progress)
         _write_text(json.dumps(s2.arch.to_dict(), indent=2), arch_path)
     arch = ArchConfig.from_json(arch_path.read_text())
     subnet = supernet.get_active_subnet(arch).eval()
 
     # --- stage 3 ---
-    floors = space_floors(space)
     prune_path = out / "prune.json"
     if prune_path.is_file():
         study = load_study(db, STAGE3_STUDY)
@@ -352,11 +370,12 @@ def run_search(
     pred_ms = float(predictor.predict(final_arch))
     final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
     plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),
-                final_point, baselines, floor_ms=floor_ms)
+                final_point, baselines, floor_ms=s2_floor, stage2_budget_ms=s2_budget)
     stages = {"stage2": _stage_summary(s2), **({"stage3": _stage_summary(s3)} if s3 else {})}
     summary = {
         "budget_ms": cfg.budget_ms,
         "floor_ms": floor_ms,
+        "stage2_budget_ms": s2_budget,
         "target": config["target"],
         "arch": arch.to_dict(),
         "pruned_arch": final_arch.to_dict(),
@@ -380,6 +399,43 @@ def run_search(
     }
     _write_json(summary, out / "summary.json")
     return summary
+
+
+class PrunableLatency:
+    """Stage 2's predictor under ``--overshoot``: a candidate over the budget counts as feasible
+    only if stage 3 can prune it back into [floor, budget], tested with uniform ratios
+    (`pruning.uniform_fit`, stage 3's own starting point). Width pruning keeps depth, and
+    narrow layers are slow, so a deep net can miss the budget at every width (or a coarse
+    width step can jump over the band). Such a candidate reports the stage-2 budget plus its
+    miss (ms over the budget at the largest ratio, or ms under the floor), which makes it
+    infeasible for stage 2 and says how far off it is."""
+
+    def __init__(self, predictor: LatencyPredictor, floors: Mapping[str, int],
+                 max_ratio: float, budget_ms: float, floor_ms: float,
+                 stage2_budget_ms: float) -> None:
+        self.predictor, self.floors, self.max_ratio = predictor, dict(floors), max_ratio
+        self.budget_ms, self.floor_ms = budget_ms, floor_ms
+        self.stage2_budget_ms = stage2_budget_ms
+
+    def predict(self, arch: ArchConfig) -> float:
+        from srsearch.search.pruning import uniform_fit, uniformly_pruned
+
+        ms = float(self.predictor.predict(arch))
+        if ms <= self.budget_ms:
+            return ms
+        fit = uniform_fit(arch, self.predictor.predict, self.floors, self.budget_ms,
+                          self.max_ratio)
+        if fit is None:
+            narrowest = uniformly_pruned(arch, self.max_ratio, self.floors)
+            miss = float(self.predictor.predict(narrowest)) - self.budget_ms
+        elif fit[1] < self.floor_ms:
+            miss = self.floor_ms - fit[1]
+        else:
+            return ms
+        return max(ms, self.stage2_budget_ms + max(miss, 1e-6))
+
+    def __getattr__(self, name: str) -> Any:  # fingerprint_id, lr_hw, ... of the table
+        return getattr(self.predictor, name)
 
 
 def latency_floor(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,

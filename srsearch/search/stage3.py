@@ -13,7 +13,8 @@ The sampler is Optuna's ``GPSampler`` by default (``"gp"``): the parameters are 
 Gaussian process with log-EI handles best; constrained log-EI models the latency constraint
 too. ``"tpe"`` is available for comparison. The first trial is always the unpruned subnet
 (all ratios 0), so the result is never worse than stage 2's own candidate on the search
-images.
+images; when that is over the budget (``--overshoot``), the second is the least uniform
+ratio that fits (`uniform_fit`), so the search starts from a feasible point.
 
 Floors: pruned widths may go below the search space's minimum (the compact `SubNet` is
 standalone; any positive width is a valid `ArchConfig`), but a latency table only holds the
@@ -51,6 +52,7 @@ from srsearch.search.pruning import (
     apply_pruning,
     channel_groups,
     prune_by_ratios,
+    uniform_fit,
 )
 from supernet.space import SearchSpace
 from supernet.subnet import SubNet
@@ -134,6 +136,11 @@ def search_pruning(
     study = open_study(db, STUDY_NAME, make_sampler(sampler, seed), settings)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(dict.fromkeys(names, 0.0))  # the unpruned subnet first
+        # Over the budget (stage 2 overshot it): next, the least uniform pruning that fits,
+        # so that the search starts from a feasible point however narrow the band.
+        fit = uniform_fit(model.arch, predictor.predict, floors, budget_ms, max_ratio)
+        if fit and fit[0] > 0 and fit[1] >= floor_ms:
+            study.enqueue_trial(dict.fromkeys(names, fit[0]))
     book = ScoreBook(study)
 
     def objective(trial: Trial) -> float:
@@ -157,7 +164,7 @@ def stage3_result(study: optuna.Study, model: SubNet,
     if best is None:
         raise UserError(f"stage 3 found no pruning of {model.arch.to_json()} within the budget "
                         f"in {len(trials)} trials; raise --stage3-trials, --max-ratio or "
-                        "--budget-ms")
+                        "--budget-ms, or lower --overshoot")
     prune = prune_by_ratios(model, best.params, floors)
     a = best.user_attrs
     return Stage3Result(

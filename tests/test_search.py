@@ -401,7 +401,7 @@ def test_overshoot_searches_above_the_budget_and_prunes_back(supernet, image_dir
     for r in rows:
         if r["stage"] == "stage2" and r["feasible"] == "True":  # each can be pruned back
             arch = ArchConfig.from_json(r["arch"])
-            assert uniform_fit(arch, pred.predict, floors, BUDGET, cfg.max_ratio) is not None
+            assert uniform_fit(arch, pred.predict, floors, BUDGET, cfg.max_ratio)[1] <= BUDGET
     assert s["predicted_latency_ms"] <= BUDGET  # and the shipped net is back under it
     prune = PruneConfig.from_json((tmp_path / "run" / "prune.json").read_text())
     assert s["predicted_latency_ms"] == pred.predict(prune.pruned_arch())
@@ -419,7 +419,9 @@ def test_overshoot_keeps_only_candidates_stage3_can_prune_back():
     # 12 -> 8 happens at ratio 0.17 (12 * 0.83 = 9.96 rounds half up to 8)
     assert uniform_fit(deep, pred.predict, floors, pred.predict(low), 0.75) == (
         0.17, pred.predict(low))
-    assert uniform_fit(deep, pred.predict, floors, pred.predict(low) - 0.01, 0.75) is None
+    # none fits: the largest ratio and its prediction, over the budget
+    assert uniform_fit(deep, pred.predict, floors, pred.predict(low) - 0.01, 0.75) == (
+        0.75, pred.predict(low))
     # the narrowest pruning misses the budget by 0.05: infeasible, by that much over stage 2's
     budget = pred.predict(low) - 0.05
     p = PrunableLatency(pred, floors, 0.75, budget, 0.0, 1.5 * budget)

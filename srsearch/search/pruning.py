@@ -219,14 +219,16 @@ def uniformly_pruned(arch: ArchConfig, ratio: float, floors: Mapping[str, int]) 
 
 def uniform_fit(arch: ArchConfig, predict: Callable[[ArchConfig], float],
                 floors: Mapping[str, int], budget_ms: float,
-                max_ratio: float) -> tuple[float, float] | None:
+                max_ratio: float) -> tuple[float, float]:
     """The smallest uniform ratio (0.01 grid, up to ``max_ratio``) whose pruned net is predicted
-    within ``budget_ms``, with that prediction; None when even ``max_ratio`` is over."""
-    for step in range(int(round(max_ratio * 100)) + 1):
+    within ``budget_ms``, with that prediction; when none is, ``max_ratio`` and its (over
+    budget) prediction."""
+    steps = int(round(max_ratio * 100))
+    for step in range(steps + 1):
         ms = float(predict(uniformly_pruned(arch, step / 100, floors)))
         if ms <= budget_ms:
-            return step / 100, ms
-    return None
+            break
+    return step / 100, ms
 
 
 def prune_by_ratios(model: SubNet, ratios: Mapping[str, float],

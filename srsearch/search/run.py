@@ -418,21 +418,15 @@ class PrunableLatency:
         self.stage2_budget_ms = stage2_budget_ms
 
     def predict(self, arch: ArchConfig) -> float:
-        from srsearch.search.pruning import uniform_fit, uniformly_pruned
+        from srsearch.search.pruning import uniform_fit
 
         ms = float(self.predictor.predict(arch))
         if ms <= self.budget_ms:
             return ms
-        fit = uniform_fit(arch, self.predictor.predict, self.floors, self.budget_ms,
-                          self.max_ratio)
-        if fit is None:
-            narrowest = uniformly_pruned(arch, self.max_ratio, self.floors)
-            miss = float(self.predictor.predict(narrowest)) - self.budget_ms
-        elif fit[1] < self.floor_ms:
-            miss = self.floor_ms - fit[1]
-        else:
-            return ms
-        return max(ms, self.stage2_budget_ms + max(miss, 1e-6))
+        _, low = uniform_fit(arch, self.predictor.predict, self.floors, self.budget_ms,
+                             self.max_ratio)
+        miss = max(low - self.budget_ms, self.floor_ms - low)  # > 0: outside [floor, budget]
+        return ms if miss <= 0 else max(ms, self.stage2_budget_ms + miss)
 
     def __getattr__(self, name: str) -> Any:  # fingerprint_id, lr_hw, ... of the table
         return getattr(self.predictor, name)

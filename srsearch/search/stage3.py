@@ -138,9 +138,9 @@ def search_pruning(
         study.enqueue_trial(dict.fromkeys(names, 0.0))  # the unpruned subnet first
         # Over the budget (stage 2 overshot it): next, the least uniform pruning that fits,
         # so that the search starts from a feasible point however narrow the band.
-        fit = uniform_fit(model.arch, predictor.predict, floors, budget_ms, max_ratio)
-        if fit and fit[0] > 0 and fit[1] >= floor_ms:
-            study.enqueue_trial(dict.fromkeys(names, fit[0]))
+        ratio, ms = uniform_fit(model.arch, predictor.predict, floors, budget_ms, max_ratio)
+        if ratio > 0 and floor_ms <= ms <= budget_ms:
+            study.enqueue_trial(dict.fromkeys(names, ratio))
     book = ScoreBook(study)
 
     def objective(trial: Trial) -> float:

@@ -16,7 +16,6 @@ Prints the op histograms, a latency table and the machine.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
 from srsearch import tflite  # noqa: E402
+from srsearch._prelu import replace_prelus  # noqa: E402
 from srsearch.models import build_model, inference_form, preset_config  # noqa: E402
 
 MODELS = ("ecbsr-m4c8", "ecbsr-m4c16", "ecbsr-m4c32", "fsrcnn-s", "fsrcnn")
@@ -38,12 +38,7 @@ FORMS = ("native", "decomposed", "relu twin")
 
 
 def relu_twin(module: nn.Module) -> nn.Module:
-    twin = copy.deepcopy(module)
-    for name, mod in list(twin.named_modules()):
-        if isinstance(mod, nn.PReLU):
-            parent, _, leaf = name.rpartition(".")
-            setattr(twin.get_submodule(parent) if parent else twin, leaf, nn.ReLU())
-    return twin
+    return replace_prelus(module, lambda _: nn.ReLU())
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ decomposed form there.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -53,15 +54,19 @@ class NHWCPReLU(nn.Module):
         return torch.ops.srsearch.prelu(x.permute(0, 2, 3, 1), alpha).permute(0, 3, 1, 2)
 
 
-def native_prelu_form(module: nn.Module) -> nn.Module:
-    """`module` with every ``nn.PReLU`` replaced by `NHWCPReLU` (a copy; `module` itself when
-    it has no PReLU). Works on plain modules and on torch.fx GraphModules alike, since the
-    swap keeps each submodule's name."""
+def replace_prelus(module: nn.Module, make: Callable[[nn.PReLU], nn.Module]) -> nn.Module:
+    """A copy of `module` with every ``nn.PReLU`` replaced by ``make(prelu)`` under the same
+    name (`module` itself when it has none); plain modules and torch.fx GraphModules alike."""
     if not any(isinstance(m, nn.PReLU) for m in module.modules()):
         return module
     out = copy.deepcopy(module)
     for name, mod in list(out.named_modules()):
         if isinstance(mod, nn.PReLU):
             parent, _, leaf = name.rpartition(".")
-            setattr(out.get_submodule(parent) if parent else out, leaf, NHWCPReLU(mod))
+            setattr(out.get_submodule(parent) if parent else out, leaf, make(mod))
     return out
+
+
+def native_prelu_form(module: nn.Module) -> nn.Module:
+    """`module` with every ``nn.PReLU`` replaced by `NHWCPReLU` (see `replace_prelus`)."""
+    return replace_prelus(module, NHWCPReLU)

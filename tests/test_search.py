@@ -437,7 +437,7 @@ def test_overshoot_keeps_only_candidates_stage3_can_prune_back():
     assert p.predict(low) == pred.predict(low) and p.fingerprint_id == "fake-target"
 
 
-def test_overshoot_settings_are_checked(image_dir, tmp_path):
+def test_overshoot_settings_are_checked():
     with pytest.raises(UserError, match="--stage3-trials >= 1"):
         RunConfig(budget_ms=BUDGET, overshoot=0.25, stage3_trials=0)
     with pytest.raises(UserError, match="--overshoot 1.5 is invalid"):

@@ -95,6 +95,15 @@ class ECB(nn.Module):
         self.act = get_act_layer(act, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One 3x3 conv with the kernel the branches sum to: the same function of the same
+        # parameters as running each branch (``forward_branches``), so the same loss and
+        # gradients, at the cost of one conv instead of about four (online
+        # re-parameterisation). Gradients reach every branch through ``rep_params``.
+        k, b = self.rep_params()
+        return self.act(F.conv2d(x, k, b, padding=1))
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
+        """The block as its paper writes it: each branch run on ``x``, then summed."""
         y = self.conv3x3(x) + sum(b(x) for b in self.branches)
         if self.with_idt:
             y = y + x

@@ -8,6 +8,9 @@ Spec grammar (the `--data` flag of every command; see data/README.md):
   val = the last max(1, n // 8) files, train = the rest.
 - `div2k:ROOT`: ROOT/DIV2K_train_HR (train) and ROOT/DIV2K_valid_HR (val); the official bicubic
   LR images in ROOT/DIV2K_{train,valid}_LR_bicubic/X{s}/ are used when present.
+- `A+B+...`: several of the above joined by `+` (when the whole spec is not itself an existing
+  folder): each part keeps its own split, and a split is the union of the parts' splits, in
+  order. E.g. `sun80+t91` trains on sun80's first 70 and t91's first 80.
 
 LR images are made by cropping HR to a multiple of the scale (modcrop) and resizing the uint8
 image with Pillow BICUBIC. Decoded images are cached in this process and as .npy files on disk.
@@ -154,6 +157,17 @@ def _div2k_entries(spec: str, root: Path, split: str, scale: int) -> list[_Entry
 
 def _entries(spec: str, scale: int, split: str) -> tuple[list[_Entry], bool]:
     """The files a spec names for a split, and whether they are worth caching on disk."""
+    if "+" in spec and not Path(spec).expanduser().exists():
+        parts = spec.split("+")
+        if any(not p for p in parts):
+            raise UserError(f"--data {spec}: an empty part between '+'; give SPEC+SPEC, each "
+                            f"one of {_SPEC_FORMS}")
+        entries, disk = [], False
+        for part in parts:
+            more, part_disk = _entries(part, scale, split)
+            entries += more
+            disk = disk or part_disk
+        return entries, disk
     if spec == "builtin":
         return _builtin_entries(split), False
     if spec.startswith("div2k:"):

@@ -445,3 +445,19 @@ def test_flat_patches_are_redrawn():
 
     assert flat_share(0.0) > 0.3  # about half the crops fall in the flat half
     assert flat_share(4.0) < 0.02  # redrawn up to 10 times
+
+
+def test_joined_specs_keep_each_parts_split(tmp_path):
+    for name, n in (("a", 16), ("b", 9)):
+        for i in range(n):
+            _save(tmp_path / name / f"{name}{i:02d}.png", _rand(8, 8, seed=i))
+    spec = f"{tmp_path / 'a'}+{tmp_path / 'b'}"
+    names = {s: [im.name for im in load_images(spec, 2, s)] for s in ("train", "val", "all")}
+    # a: 16 files -> last 2 val; b: 9 files -> last 1 val; union in order
+    assert names["val"] == ["a14", "a15", "b08"]
+    assert names["train"] == [f"a{i:02d}" for i in range(14)] + [f"b{i:02d}" for i in range(8)]
+    assert len(names["all"]) == 25
+    with pytest.raises(UserError, match=r"empty part between '\+'"):
+        load_images(f"{tmp_path / 'a'}+", 2, "train")
+    with pytest.raises(UserError, match="nope"):
+        load_images(f"{tmp_path / 'a'}+nope", 2, "train")

@@ -1,38 +1,52 @@
-"""``srsearch compare``: the searched model against the hand-designed baselines, side by side.
+"""``srsearch compare``: the searched model against the hand-designed baselines, side by side,
+with the same training for every model.
 
 For one search run directory (``srsearch search --out RUN_DIR``) this trains every baseline
-with the run's fine-tuning settings (same training data, steps, batch, patch and seed; each
-preset's own learning rate), exports every model to LiteRT at the run's input size, measures
-all of them on one target, evaluates them on the given data and writes one table:
+with the run's fine-tuning recipe (training data, batch, patch; each preset's own learning
+rate) for as many optimiser steps and images as the delivered searched model had in total:
+its supernet's steps plus its fine-tune's (inheriting supernet weights is training too). It
+adds, when a latency model is given, the ECBSR-style net scaled to the budget (the (blocks,
+channels) the latency model puts closest under it), and with ``from_scratch`` the searched
+architecture trained from random initialisation with exactly the baselines' recipe. With
+``seeds`` N every trained model is trained N times (seeds run.seed .. run.seed+N-1; the
+delivered model's extra seeds re-fine-tune from the same inherited weights) and the table gives
+mean +- std and each margin with its spread (`srsearch.fairness.margin_stats`). Every model is
+exported to LiteRT at the run's input size, measured in one session on one target, evaluated
+on the given data, and written into one table:
 
 | file | what |
 |---|---|
-| ``RUN_DIR/compare/<name>/`` | each baseline's training run (checkpoints, ``model.pt``) |
+| ``RUN_DIR/compare/<name>[-seed<k>]/`` | each training run (checkpoints, ``model.pt``) |
 | ``RUN_DIR/compare/export/<name>.tflite`` | the files that were timed |
 | ``RUN_DIR/compare/eval/<name>__<data>.json`` | per-image PSNR/SSIM |
 | ``RUN_DIR/compare/compare.json`` | everything below, machine-readable |
 | ``RUN_DIR/compare/compare.md``, ``compare.csv`` | the side-by-side table |
 | ``RUN_DIR/compare/compare.png`` | PSNR against measured latency |
 
-Every step is skipped when its output exists, so a killed compare resumes (a baseline's
-training resumes from its last checkpoint). Latencies are measured again on every call, all
-models in one session, so they are comparable with each other.
+Every step is skipped when its output exists, so a killed compare resumes (a training run
+resumes from its last checkpoint). Latencies are measured again on every call, all models in
+one session, so they are comparable with each other.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from srsearch import atomic
+from srsearch.compare_report import fair_margins, margins, plot, write_tables
 from srsearch.errors import UserError
+from srsearch.fairness import add_compute, count_macs, supernet_compute, training_compute
+from srsearch.train_jobs import TrainJob, check_presets, seed_name, train_baselines, train_models
+
+__all__ = ["DEFAULT_BASELINES", "SEARCHED", "SCRATCH", "RunSettings", "TrainJob", "compare_run",
+           "count_macs", "export_models", "inference_models", "margins", "train_baselines",
+           "train_models"]
 
 # ESPCN, FSRCNN (and its small form) and the ECBSR-style plain family at four sizes.
 DEFAULT_BASELINES: tuple[str, ...] = (
@@ -44,7 +58,8 @@ DEFAULT_BASELINES: tuple[str, ...] = (
     "ecbsr-m8c16",
     "ecbsr-m4c32",
 )
-SEARCHED = "searched"
+SEARCHED = "searched"  # the delivered model: inherited supernet weights, pruned, fine-tuned
+SCRATCH = "searched-scratch"  # the searched architecture trained from random initialisation
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class RunSettings:
     target_id: str | None
     target: dict[str, Any] | None
     precision: str = "fp32"  # what the latency table timed, so what is exported and timed
+    supernet: Path | None = None  # the supernet the run searched, when its config names it
 
     @classmethod
     def load(cls, run_dir: Path) -> RunSettings:
@@ -81,70 +97,14 @@ class RunSettings:
             target_id=summary.get("target"),
             target=cfg.get("target_spec"),
             precision=(cfg.get("export_spec") or {}).get("precision", "fp32"),
+            supernet=Path(cfg["supernet_path"]) if cfg.get("supernet_path") else None,
         )
 
+    def pruned_arch(self) -> Any:
+        from supernet.space import ArchConfig
 
-def train_baselines(
-    names: Sequence[str],
-    scale: int,
-    out_dir: Path,
-    make_cfg: Callable[[float], Any],
-    log: Callable[[str], None] = print,
-) -> dict[str, dict[str, Any]]:
-    """Train each preset in ``names`` into ``out_dir/<name>``; a finished one is skipped and
-    an interrupted one resumes. ``make_cfg(lr)`` gives the `TrainConfig` at a preset's rate."""
-    from srsearch.models import preset_config, preset_lr, presets
-    from srsearch.training import train
-
-    unknown = [n for n in names if n not in presets() or n == "bicubic"]
-    if unknown:
-        raise UserError(
-            f"--baselines: unknown {unknown}; trainable presets: "
-            f"{', '.join(p for p in presets() if p != 'bicubic')}"
-        )
-    results = {}
-    for i, name in enumerate(names, 1):
-        out = Path(out_dir) / name
-        if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
-            results[name] = json.loads((out / "metrics.json").read_text())
-            log(f"baseline {i}/{len(names)} {name}: trained (skipped)")
-            continue
-        cfg = make_cfg(preset_lr(name))
-        log(f"baseline {i}/{len(names)} {name}: training {cfg.max_steps} steps -> {out}")
-        results[name] = train(preset_config(name, scale), cfg, out, resume=True)
-    return results
-
-
-def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
-    """Multiply-accumulates of one forward pass at LR ``lr_hw`` (convolutions and linear
-    layers, counted with forward hooks on a zero input; activations and adds are free). The
-    fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as."""
-    from srsearch.layers import LRSkip
-
-    total = 0
-
-    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            total += out.numel() * k
-        elif isinstance(mod, nn.ConvTranspose2d):
-            k = mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            total += inputs[0].numel() * k
-        elif isinstance(mod, nn.Linear):
-            total += out.numel() * mod.in_features
-        elif isinstance(mod, LRSkip):
-            total += out.numel() * inputs[0].shape[1]
-
-    types = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, LRSkip)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, *lr_hw))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+        summary = json.loads((self.run_dir / "summary.json").read_text())
+        return ArchConfig.from_dict(summary["pruned_arch"])
 
 
 def inference_models(paths: Mapping[str, Path], scale: int) -> dict[str, nn.Module]:
@@ -199,6 +159,42 @@ def export_models(
     return files, failed
 
 
+def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, Any]]:
+    """The compact model's weights as the search handed them to its fine-tune: the supernet's
+    subnet of ``arch.json``, pruned as ``prune.json`` says."""
+
+    def init() -> dict[str, Any]:
+        from srsearch.search.pruning import PruneConfig, apply_pruning
+        from supernet.space import ArchConfig
+        from supernet.training import load_supernet
+
+        arch = ArchConfig.from_json((run.run_dir / "arch.json").read_text())
+        prune = PruneConfig.from_json((run.run_dir / "prune.json").read_text())
+        subnet = load_supernet(supernet_path).get_active_subnet(arch).eval()
+        return apply_pruning(subnet, prune).state_dict()
+
+    return init
+
+
+def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None]):
+    from srsearch.fairness import scaled_ecbsr
+    from supernet.space import SearchSpace
+
+    space = SearchSpace(scale=run.scale)
+    if run.supernet is not None and run.supernet.exists():
+        from supernet.training import load_supernet
+
+        space = load_supernet(run.supernet).space
+    try:
+        found = scaled_ecbsr(predictor, space, run.search.budget_ms)
+    except (KeyError, UserError) as exc:
+        log(f"[compare] note: no scaled ECBSR row, the latency model cannot price it ({exc})")
+        return None
+    if found is None:
+        log(f"[compare] note: no ECBSR-style net fits {run.search.budget_ms:g} ms")
+    return found
+
+
 def compare_run(
     run_dir: Path,
     eval_data: Sequence[str] = (),
@@ -210,29 +206,89 @@ def compare_run(
     bench_runs: int = 20,
     out: Path | None = None,
     log: Callable[[str], None] = print,
+    seeds: int = 1,
+    from_scratch: bool = False,
+    rep: str = "none",
+    predictor: Any = None,
+    supernet: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, export, measure and evaluate; write the table (see the module docstring)."""
+    """Train, export, measure and evaluate; write the table (see the module docstring).
+
+    Args:
+        steps: Training steps of every model trained here (default: the delivered model's
+            supernet steps + fine-tune steps, or its fine-tune steps when the supernet's
+            training record is not found).
+        seeds: Trainings per model (mean +- std in the table).
+        from_scratch: Also train the searched architecture from random initialisation.
+        rep: Training-time form of that from-scratch row (`srsearch.models.subnet.REP_KINDS`).
+        predictor: The run's latency model; adds the ECBSR-style net scaled to the budget.
+        supernet: The run's supernet (default: the one its ``config.json`` names), for its
+            training record and the delivered model's extra seeds.
+    """
     from android_bench import device_from_target
     from srsearch.datasets import load_images
     from srsearch.evaluate import evaluate_models
+    from srsearch.models import preset_config, preset_lr
+    from srsearch.models.subnet import REP_KINDS, subnet_config
 
     run = RunSettings.load(run_dir)
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give 1 or more")
+    if rep not in REP_KINDS:
+        raise UserError(f"--rep {rep!r}: choose one of {', '.join(REP_KINDS)}")
+    check_presets(baselines)
+    supernet = Path(supernet) if supernet is not None else run.supernet
+    if supernet is not None:
+        run = replace(run, supernet=supernet)
     out = Path(out or run.run_dir / "compare")
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps or run.search.finetune_steps
+    cfg0 = run.search
+    sn = supernet_compute(supernet) if supernet is not None and supernet.exists() else None
+    steps = steps or cfg0.finetune_steps + (sn["steps"] if sn else 0)
     if steps < 1:
         raise UserError(
             f"--run {run_dir} was not fine-tuned (finetune_steps 0): give --steps N to train "
             "the baselines for N steps"
         )
+    seed_list = [cfg0.seed + i for i in range(seeds)]
 
-    def make_cfg(lr: float) -> Any:
-        return run.search.train_config(run.scale, steps, lr)
+    # --- what to train: rows, each a list of (seed, model.pt) ---
+    def recipe(lr: float, seed: int) -> Any:
+        return replace(cfg0.train_config(run.scale, steps, lr), seed=seed)
 
-    trained = train_baselines(baselines, run.scale, out, make_cfg, lambda m: log(f"[compare] {m}"))
-    paths = {SEARCHED: run.run_dir / "model.pt"} | {n: out / n / "model.pt" for n in baselines}
+    jobs: dict[str, TrainJob] = {}
+    rows: dict[str, dict[str, Any]] = {SEARCHED: {"role": "delivered", "runs": []}}
+    rows[SEARCHED]["runs"].append((cfg0.seed, run.run_dir / "model.pt"))
+    if seeds > 1 and supernet is None:
+        log("[compare] note: the run's supernet is unknown (give --supernet), so the delivered "
+            "model has one seed")
+    compact_cfg = inference_models({SEARCHED: run.run_dir / "model.pt"}, run.scale)[SEARCHED]
+    for i, s in enumerate(seed_list[1:] if supernet is not None else [], 1):
+        ft = replace(cfg0.train_config(run.scale), seed=s)
+        name = seed_name(SEARCHED, i, s)
+        jobs[name] = TrainJob(compact_cfg.config(), ft, _inherited(run, supernet))
+        rows[SEARCHED]["runs"].append((s, out / name / "model.pt"))
+    trained_models: dict[str, tuple[dict[str, Any], str]] = {}
+    if from_scratch:
+        trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch")
+    for name in baselines:
+        trained_models[name] = (preset_config(name, run.scale), "preset")
+    scaled = _scaled_baseline(predictor, run, log) if predictor is not None else None
+    if scaled is not None:
+        name = scaled["name"]
+        role = "preset+scaled" if name in trained_models else "scaled"
+        trained_models[name] = (scaled["config"], role)
+    for name, (model_cfg, role) in trained_models.items():
+        lr = cfg0.lr if role == "scratch" else preset_lr(name)
+        if role == "scaled":
+            lr = preset_lr("ecbsr-m4c8")  # the ECBSR presets' rate
+        rows[name] = {"role": role, "runs": [], "train_config": model_cfg, "lr": lr}
+        for i, s in enumerate(seed_list):
+            jobs[seed_name(name, i, s)] = TrainJob(model_cfg, recipe(lr, s))
+            rows[name]["runs"].append((s, out / seed_name(name, i, s) / "model.pt"))
+    trained = train_models(jobs, out, lambda m: log(f"[compare] {m}"))
 
-    # --- measure: every model in one session on one device ---
+    # --- measure: every model in one session on one device (one file per row) ---
     spec = target or (run.target or {}).get("target") or "host"
     opts = dict((run.target or {}).get("options") or {}) if target is None else {}
     if threads is not None:
@@ -243,57 +299,75 @@ def compare_run(
             f"[compare] note: measuring on {device.fingerprint_id()}, the run's latency table "
             f"was built on {run.target_id}"
         )
-    files, failed = export_models(
-        paths,
-        run.lr_hw,
-        out / "export",
-        run.search.data,
-        lambda m: log(f"[compare] {m}"),
-        precision=run.precision,
-    )
-    log(
-        f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs each"
-    )
+    first = {name: r["runs"][0][1] for name, r in rows.items()}
+    files, failed = export_models(first, run.lr_hw, out / "export", cfg0.data,
+                                  lambda m: log(f"[compare] {m}"), precision=run.precision)
+    log(f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs "
+        "each")
     results = device.benchmark(list(files.values()), runs=bench_runs)
     latency = {name: r.median_ms for name, r in zip(files, results, strict=True)}
 
-    # --- evaluate ---
+    # --- evaluate every seed's model ---
     sets = [
-        (s, load_images(s, run.scale, "val" if s == run.search.data else "all"))
-        for s in (eval_data or [run.search.data])
+        (s, load_images(s, run.scale, "val" if s == cfg0.data else "all"))
+        for s in (eval_data or [cfg0.data])
     ]
-    models = inference_models(paths, run.scale)
+    per_seed = {seed_name(n, i, s): p for n, r in rows.items()
+                for i, (s, p) in enumerate(r["runs"])}
+    models = inference_models(per_seed, run.scale)
     table = evaluate_models(models, sets, run.scale, out / "eval")
-    rows: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
+    ft_compute = training_compute(compact_cfg.config(), cfg0.finetune_steps, cfg0.batch_size,
+                                  cfg0.lr_patch)
+    result_rows: dict[str, dict[str, Any]] = {}
+    for name in ["bicubic", *rows]:
+        model = models[name]
+        row = rows.get(name, {"role": "reference", "runs": [(None, None)]})
+        names = [seed_name(name, i, s) for i, (s, _) in enumerate(row["runs"])]
         nparams = sum(p.numel() for p in model.parameters())
-        rows[name] = {
+        if name == SEARCHED:
+            compute = add_compute(sn, ft_compute) if sn else dict(ft_compute)
+            compute["supernet_share"] = sn
+        elif name == "bicubic":
+            compute = None
+        else:
+            compute = training_compute(row["train_config"], steps, cfg0.batch_size,
+                                       cfg0.lr_patch)
+        result_rows[name] = {
+            "role": row["role"],
             "latency_ms": latency.get(name),
             "params": nparams,
             "macs": count_macs(model, run.lr_hw) if nparams else 0,
             "export_failed": failed.get(name),
             "trained_steps": trained[name]["steps"] if name in trained else None,
-            "psnr": {s: table[s][name]["psnr"] for s, _ in sets},
-            "ssim": {s: table[s][name]["ssim"] for s, _ in sets},
+            "compute": compute,
+            "seeds": [s for s, _ in row["runs"]] if name != "bicubic" else [],
+            "psnr_seeds": {s: [table[s][n]["psnr"] for n in names] for s, _ in sets},
+            "psnr": {s: _mean([table[s][n]["psnr"] for n in names]) for s, _ in sets},
+            "ssim": {s: _mean([table[s][n]["ssim"] for n in names]) for s, _ in sets},
         }
-        first = sets[0][0]
-        log(
-            f"[compare] {name:<12} {rows[name]['psnr'][first]:.3f} dB on {first}"
-            + (f", {latency[name]:.2f} ms" if name in latency else "")
-        )
+        first_set = sets[0][0]
+        log(f"[compare] {name:<16} {result_rows[name]['psnr'][first_set]:.3f} dB on "
+            f"{first_set} ({len(names)} seed(s))"
+            + (f", {latency[name]:.2f} ms" if name in latency else ""))
+    set_names = [s for s, _ in sets]
     result = {
         "run": str(run.run_dir),
-        "data": run.search.data,
+        "data": cfg0.data,
         "scale": run.scale,
         "steps": steps,
-        "budget_ms": run.search.budget_ms,
+        "finetune_steps": cfg0.finetune_steps,
+        "supernet": sn,
+        "seeds": seed_list,
+        "budget_ms": cfg0.budget_ms,
         "lr_hw": list(run.lr_hw),
         "device": device.fingerprint_id(),
         "precision": run.precision,
         "fingerprint": device.fingerprint(),
-        "eval_sets": [s for s, _ in sets],
-        "models": rows,
-        "margins": margins(rows, [s for s, _ in sets], run.search.budget_ms),
+        "eval_sets": set_names,
+        "scaled_baseline": scaled,
+        "models": result_rows,
+        "margins": margins(result_rows, set_names, cfg0.budget_ms),
+        "fair_margins": fair_margins(result_rows, set_names, cfg0.budget_ms),
     }
     atomic.write_json(out / "compare.json", result)
     write_tables(result, out)
@@ -301,110 +375,5 @@ def compare_run(
     return result
 
 
-def margins(
-    rows: Mapping[str, Mapping[str, Any]], sets: Sequence[str], budget_ms: float
-) -> dict[str, Any]:
-    """Per eval set: the searched model's PSNR minus the best baseline's among those measured
-    at or under the budget (None when no baseline is that fast)."""
-    fast = [
-        n
-        for n, r in rows.items()
-        if n not in (SEARCHED, "bicubic")
-        and r["latency_ms"] is not None
-        and r["latency_ms"] <= budget_ms
-    ]
-    out = {}
-    for s in sets:
-        if not fast:
-            out[s] = {"best_baseline": None, "margin_db": None}
-            continue
-        best = max(fast, key=lambda n: rows[n]["psnr"][s])
-        out[s] = {
-            "best_baseline": best,
-            "margin_db": rows[SEARCHED]["psnr"][s] - rows[best]["psnr"][s],
-        }
-    return out
-
-
-def write_tables(result: Mapping[str, Any], out: Path) -> None:
-    sets = result["eval_sets"]
-    head = ["model", "latency_ms", "params", "gmacs"]
-    head += [f"{k}:{s}" for s in sets for k in ("psnr", "ssim")]
-    body = []
-    for name, r in result["models"].items():
-        lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
-        if r["export_failed"] and r["latency_ms"] is None:
-            lat = "not convertible"
-        body.append(
-            [name, lat, str(r["params"]), f"{r['macs'] / 1e9:.2f}"]
-            + [f"{r[k][s]:.{3 if k == 'psnr' else 4}f}" for s in sets for k in ("psnr", "ssim")]
-        )
-    with (out / "compare.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(head)
-        w.writerows(body)
-    h, w_ = result["lr_hw"]
-    lines = [
-        f"# srsearch compare: {result['run']}",
-        "",
-        f"x{result['scale']}, LR input {w_}x{h}; baselines trained on `{result['data']}` for "
-        f"{result['steps']} steps (the searched model's fine-tuning); latency: median on "
-        f"{result['device']}, {result['precision']} files; Y-PSNR (dB) / SSIM of the PyTorch "
-        "models, shave = scale.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    lines.append("")
-    for s, m in result["margins"].items():
-        if m["best_baseline"] is None:
-            lines.append(f"- {s}: no baseline measured at or under {result['budget_ms']:g} ms.")
-        else:
-            lines.append(
-                f"- {s}: searched minus the best baseline at or under "
-                f"{result['budget_ms']:g} ms ({m['best_baseline']}): "
-                f"{m['margin_db']:+.3f} dB."
-            )
-    lines.append("")
-    atomic.write_text(out / "compare.md", "\n".join(lines))
-
-
-def plot(result: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = result["eval_sets"][0]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, r in result["models"].items():
-        if r["latency_ms"] is None:
-            continue
-        searched = name == SEARCHED
-        ax.scatter(
-            r["latency_ms"],
-            r["psnr"][s],
-            marker="*" if searched else "s",
-            s=150 if searched else 40,
-            c="tab:red" if searched else "tab:blue",
-            zorder=3,
-        )
-        ax.annotate(
-            name,
-            (r["latency_ms"], r["psnr"][s]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
-    ax.axhline(result["models"]["bicubic"]["psnr"][s], c="0.5", ls=":", lw=1, label="bicubic")
-    ax.axvline(
-        result["budget_ms"], c="tab:red", ls="--", lw=1, label=f"budget {result['budget_ms']:g} ms"
-    )
-    ax.set_xlabel(f"measured latency (ms), {result['device']}")
-    ax.set_ylabel(f"Y-PSNR on {s} (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)

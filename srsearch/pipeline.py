@@ -251,6 +251,7 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         run_dir / "search",
         resume=True,
         progress=True,
+        supernet_path=run_dir / "supernet",
     )
     return {
         k: summary[k]

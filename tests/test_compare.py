@@ -135,3 +135,88 @@ def test_compare_errors_name_the_input(tmp_path, run_dir, capsys):
     assert f"--run {tmp_path}: not a finished search run" in capsys.readouterr().err
     with pytest.raises(UserError, match="--baselines: unknown \\['nope'\\]"):
         compare_run(run_dir[0], baselines=("nope",))
+
+
+def _fake_stage1(out, net, steps=3, k_random=2, k_deep=1, warmup=1):
+    """A supernet run directory as `srsearch supernet` leaves it (weights, training record)."""
+    from supernet.training import save_supernet, space_to_dict
+
+    out.mkdir(parents=True)
+    save_supernet(net, out / "supernet.pt")
+    (out / "train_config.json").write_text(json.dumps({
+        "space": space_to_dict(net.space), "train": {"batch_size": 2, "lr_patch": 8,
+                                                     "data": "x"},
+        "k_random": k_random, "k_deep": k_deep, "warmup_steps": warmup}))
+    (out / "metrics.json").write_text(json.dumps({"steps": steps}))
+    return out
+
+
+def test_supernet_compute_counts_every_subnet_of_every_step(tmp_path):
+    from srsearch.fairness import TRAIN_MAC_FACTOR, supernet_compute
+
+    net = SuperNet(SPACE)
+    d = _fake_stage1(tmp_path / "sn", net, steps=10, k_random=0, k_deep=0, warmup=4)
+    c = supernet_compute(d)
+    big, small = macs(SPACE.max_arch(), (8, 8)), macs(SPACE.min_arch(), (8, 8))
+    # 4 warm-up steps train the largest alone, 6 train the largest and the smallest
+    assert c["train_macs"] == TRAIN_MAC_FACTOR * 2 * (4 * big + 6 * (big + small))
+    assert (c["steps"], c["patches_seen"], c["subnets_per_step"]) == (10, 20, 2)
+    assert supernet_compute(tmp_path / "nowhere") is None
+
+
+def test_margin_stats_and_scaled_ecbsr_by_hand():
+    from srsearch.fairness import margin_stats, plain_arch, scaled_ecbsr
+
+    m = margin_stats([31.0, 31.2, 31.4], [30.9, 31.0, 31.1])
+    assert m["margin_db"] == pytest.approx(0.2)
+    assert m["margin_sd"] == pytest.approx((0.2**2 + 0.1**2) ** 0.5)
+    assert not m["significant"]  # 0.2 < 2 x 0.224
+    assert margin_stats([32.0, 32.02], [31.0, 31.01])["significant"]
+    assert not margin_stats([32.0], [31.0])["significant"]  # one seed: no spread known
+    pred = FakePredictor()
+    found = scaled_ecbsr(pred, SPACE, BUDGET)
+    fits = [(pred.predict(plain_arch(2, m_, c)), m_, c) for m_ in (1, 2) for c in (8, 12)]
+    best = max(f for f in fits if f[0] <= BUDGET)
+    assert found["name"] == f"ecbsr-m{best[1]}c{best[2]}"
+    assert found["predicted_ms"] == pytest.approx(best[0])
+    assert found["config"] == {"family": "ecbsr", "scale": 2, "m": best[1],
+                               "channels": best[2], "act": "prelu"}
+    assert scaled_ecbsr(pred, SPACE, 0.01) is None
+
+
+def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
+    run, image_dir = run_dir
+    torch.manual_seed(0)
+    net = SuperNet(SPACE)
+    net.reorder_channels()
+    sn = _fake_stage1(tmp_path / "sn", net)
+    out = tmp_path / "cmp"
+    result = compare_run(run, [str(image_dir)], baselines=("ecbsr-m4c8",), threads=1,
+                         bench_runs=2, out=out, seeds=2, from_scratch=True, rep="repvgg",
+                         predictor=FakePredictor(), supernet=sn)
+    rows = result["models"]
+    scaled = result["scaled_baseline"]["name"]
+    assert list(rows) == ["bicubic", "searched", "searched-scratch", "ecbsr-m4c8", scaled]
+    assert result["steps"] == 3 + 2  # the supernet's steps + the fine-tune's
+    for name in ("searched-scratch", "ecbsr-m4c8", scaled):
+        assert rows[name]["seeds"] == [0, 1] and rows[name]["compute"]["steps"] == 5
+        assert rows[name]["trained_steps"] == 5
+        assert len(rows[name]["psnr_seeds"][str(image_dir)]) == 2
+        for d in (name, f"{name}-seed1"):
+            assert json.loads((out / d / "train_config.json").read_text())["train"]["seed"] \
+                == (0 if d == name else 1)
+    scratch_cfg = json.loads((out / "searched-scratch" / "train_config.json").read_text())
+    assert scratch_cfg["model"]["rep"] == "repvgg"
+    # the delivered model: the run's model plus one re-fine-tune from the same inherited start
+    d = rows["searched"]
+    assert d["seeds"] == [0, 1] and (out / "searched-seed1" / "model.pt").is_file()
+    assert d["compute"]["steps"] == 5 and d["compute"]["supernet_share"]["steps"] == 3
+    assert d["compute"]["train_macs"] > d["compute"]["supernet_share"]["train_macs"] > 0
+    entries = result["fair_margins"][str(image_dir)]
+    assert {(e["model"], e["kind"]) for e in entries} >= {
+        ("searched", "scaled to budget"), ("searched-scratch", "scaled to budget")}
+    e = next(e for e in entries if e["model"] == "searched-scratch" and e["reference"] == scaled)
+    assert e["margin_db"] == pytest.approx(
+        rows["searched-scratch"]["psnr"][str(image_dir)] - rows[scaled]["psnr"][str(image_dir)])
+    table = (out / "compare.md").read_text()
+    assert "5 (3 supernet)" in table and " ± " in table and "scaled to budget" in table

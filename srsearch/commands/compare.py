@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="train the baselines like the searched model, measure and evaluate all side by side",
         description="Train the hand-designed baselines with the search run's fine-tuning "
-        "settings (its training data, steps, batch, patch and seed), export every model to "
+        "recipe (its training data, batch, patch and seed) for as many steps as the delivered "
+        "model had (supernet + fine-tune), export every model to "
         "LiteRT at the run's input size, time them all on one target, evaluate them on --data "
         "and write RUN_DIR/compare/compare.md (+ .csv, .json, .png). Finished steps are "
         "skipped on a rerun.",
@@ -51,7 +52,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=None,
-        help="training steps of the baselines (default: the run's fine-tuning steps)",
+        help="training steps of every model trained here (default: the delivered model's "
+        "supernet + fine-tuning steps, so all had the same steps and images)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train every model this many times (seeds run seed .. +N-1) and give mean ± std "
+        "and each margin's spread (default: %(default)s)",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="also train the searched architecture from random initialisation with the "
+        "baselines' recipe (row searched-scratch)",
+    )
+    p.add_argument(
+        "--rep",
+        default="none",
+        choices=("none", "repvgg", "ecb"),
+        help="training-time form of the from-scratch row: plain convs, or RepVGG / ECB blocks "
+        "that collapse into the same plain net for export (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lut",
+        type=Path,
+        default=None,
+        help="the run's latency table: adds the ECBSR-style net it puts closest under the "
+        "budget (the baseline a user would scale to fit)",
+    )
+    p.add_argument(
+        "--supernet",
+        type=Path,
+        default=None,
+        help="the run's supernet (default: the one its config.json names), for its training "
+        "record and the delivered model's extra seeds",
     )
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per model")
     p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/compare")
@@ -62,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from srsearch.compare import compare_run
 
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    predictor = None
+    if args.lut is not None:
+        from srsearch.commands.search import load_latency_model
+
+        predictor = load_latency_model(args.lut)
     compare_run(
         args.run,
         args.data,
@@ -71,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         bench_runs=args.bench_runs,
         out=args.out,
+        seeds=args.seeds,
+        from_scratch=args.from_scratch,
+        rep=args.rep,
+        predictor=predictor,
+        supernet=args.supernet,
     )
     out = args.out or args.run / "compare"
     print((out / "compare.md").read_text())

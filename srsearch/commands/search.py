@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         baselines=baselines,
         export_options=table_export_options(predictor),
         progress=True,
+        supernet_path=args.supernet,
     )
     measured = s["measured_latency_ms"]
     print(

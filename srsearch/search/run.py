@@ -267,6 +267,7 @@ def run_search(
     baselines: Mapping[str, tuple[float, float]] | None = None,
     export_options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    supernet_path: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the whole search into ``out``; returns the summary.
 
@@ -277,6 +278,8 @@ def run_search(
         baselines: name -> (latency ms, PSNR) to mark on the plot.
         export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
             ones the latency table was measured with.
+        supernet_path: Where ``supernet`` was loaded from, recorded in ``config.json`` so that
+            `srsearch compare` can count its training and re-fine-tune from it.
     """
     from srsearch.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
@@ -292,7 +295,8 @@ def run_search(
               "target_spec": getattr(getattr(predictor, "table", None), "target", None),
               # how the table's nets were exported (e.g. {"precision": "int8"}): ship the same
               "export_spec": dict(getattr(getattr(predictor, "table", None), "export", None)
-                                  or {})}
+                                  or {}),
+              "supernet_path": str(Path(supernet_path).resolve()) if supernet_path else None}
     _check_run_dir(out, config, resume)
     supernet = supernet.eval()
     images = load_images(cfg.data, scale, "val")

@@ -1,0 +1,179 @@
+"""What makes a comparison between a searched model and a baseline fair, in numbers.
+
+A margin between two models means something only when both had the same training: the same
+optimiser steps, the same images, the same seeds. The searched model inherits supernet weights,
+and that inheritance is training too, so its account includes the supernet's share. This module
+states each model's training compute, the spread of a margin over seeds, and the baseline a user
+would scale to the budget (the ECBSR-style family at the (blocks, channels) the latency model
+puts closest under it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# A backward pass costs about twice the forward's multiply-accumulates (gradients with respect
+# to the inputs and to the weights), so one training step is ~3x the forward.
+TRAIN_MAC_FACTOR = 3
+
+
+def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward pass at LR ``lr_hw`` (convolutions and linear
+    layers, counted with forward hooks on a zero input; activations and adds are free). The
+    fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as."""
+    from srsearch.layers import LRSkip
+
+    total = 0
+
+    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * k
+        elif isinstance(mod, nn.ConvTranspose2d):
+            k = mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            total += inputs[0].numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += out.numel() * mod.in_features
+        elif isinstance(mod, LRSkip):
+            total += out.numel() * inputs[0].shape[1]
+
+    types = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, LRSkip)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *lr_hw))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def training_compute(
+    model_config: Mapping[str, Any], steps: int, batch_size: int, lr_patch: int
+) -> dict[str, Any]:
+    """What training ``model_config`` (its training form: ECB branches and all) for ``steps``
+    optimiser steps of ``batch_size`` LR patches of side ``lr_patch`` costs: steps, patches
+    seen, and training MACs (forward MACs at the patch size x batch x ``TRAIN_MAC_FACTOR``)."""
+    from srsearch.models import build_model
+
+    fwd = count_macs(build_model(dict(model_config)), (lr_patch, lr_patch))
+    per_step = fwd * batch_size * TRAIN_MAC_FACTOR
+    return {
+        "steps": int(steps),
+        "patches_seen": int(steps) * batch_size,
+        "lr_patch": lr_patch,
+        "train_macs": per_step * int(steps),
+    }
+
+
+def supernet_compute(supernet_dir: Path, n_samples: int = 256) -> dict[str, Any] | None:
+    """Stage 1's training compute, from the run directory's ``train_config.json`` and
+    ``metrics.json`` (None when they are missing). Each step after warm-up trains the largest,
+    the smallest and ``k_random`` random subnets on one batch (``k_deep`` of them at full
+    depth); warm-up steps train the largest alone. Random subnets are counted at their mean
+    MACs over ``n_samples`` draws of the same sampler."""
+    from supernet.space import macs
+    from supernet.training import space_from_dict
+
+    supernet_dir = Path(supernet_dir)
+    if supernet_dir.is_file():
+        supernet_dir = supernet_dir.parent
+    cfg_path, metrics_path = supernet_dir / "train_config.json", supernet_dir / "metrics.json"
+    if not cfg_path.is_file() or not metrics_path.is_file():
+        return None
+    cfg, metrics = json.loads(cfg_path.read_text()), json.loads(metrics_path.read_text())
+    space = space_from_dict(cfg["space"])
+    train = cfg["train"]
+    batch, patch, steps = int(train["batch_size"]), int(train["lr_patch"]), int(metrics["steps"])
+    k, k_deep = int(cfg.get("k_random", 2)), int(cfg.get("k_deep", 0))
+    warmup = min(int(cfg.get("warmup_steps", 0)), steps)
+    hw = (patch, patch)
+    rng = random.Random(0)
+    deep = min(k_deep, k)
+    draws = [space.sample(rng, depth=space.max_depth) for _ in range(n_samples)] if deep else []
+    shallow = [space.sample(rng) for _ in range(n_samples)] if k - deep else []
+    mean_deep = statistics.fmean(macs(a, hw) for a in draws) if draws else 0.0
+    mean_any = statistics.fmean(macs(a, hw) for a in shallow) if shallow else 0.0
+    largest, smallest = macs(space.max_arch(), hw), macs(space.min_arch(), hw)
+    elastic = largest + smallest + deep * mean_deep + (k - deep) * mean_any
+    fwd = warmup * largest + (steps - warmup) * elastic
+    return {
+        "steps": steps,
+        "patches_seen": steps * batch,
+        "lr_patch": patch,
+        "train_macs": int(fwd * batch * TRAIN_MAC_FACTOR),
+        "subnets_per_step": 2 + k,
+        "data": train.get("data"),
+    }
+
+
+def add_compute(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The sum of several training accounts (supernet + fine-tune)."""
+    return {
+        "steps": sum(int(p["steps"]) for p in parts),
+        "patches_seen": sum(int(p["patches_seen"]) for p in parts),
+        "train_macs": sum(int(p["train_macs"]) for p in parts),
+    }
+
+
+def margin_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """``mean(a) - mean(b)`` with its spread. Each list holds one figure per seed. The margin's
+    standard deviation is sqrt(sd_a^2 + sd_b^2) of the per-seed figures (sample std, ddof 1).
+    The margin is significant when both sides have two or more seeds and it exceeds two of
+    those standard deviations."""
+
+    def sd(x: Sequence[float]) -> float:
+        return statistics.stdev(x) if len(x) > 1 else 0.0
+
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    spread = (sd(a) ** 2 + sd(b) ** 2) ** 0.5
+    n_ok = len(a) > 1 and len(b) > 1
+    return {
+        "a_mean": ma,
+        "a_std": sd(a),
+        "b_mean": mb,
+        "b_std": sd(b),
+        "margin_db": ma - mb,
+        "margin_sd": spread,
+        "significant": bool(n_ok and abs(ma - mb) > 2 * spread),
+    }
+
+
+def plain_arch(scale: int, m: int, channels: int):
+    """The searched-space architecture that an ECBSR-style plain net of ``m`` body convs of
+    ``channels`` collapses to (head C, m conv cells of C): what the latency model prices."""
+    from supernet.space import ArchConfig, CellConfig
+
+    return ArchConfig(scale, channels, tuple(CellConfig("conv", channels) for _ in range(m)))
+
+
+def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float) -> dict[str, Any] | None:
+    """The ECBSR-style (m, channels) whose collapsed form the latency model puts closest under
+    ``budget_ms``, over the depths and widths the table covers (``space``); None when even the
+    smallest is over. Returns its name, model config (the ECBSR preset recipe: PReLU, ECB
+    training blocks) and predicted ms (of the ReLU twin the table prices; PReLU exports as one
+    PRELU op after each conv, so measure it)."""
+    best = None
+    for m in range(max(1, space.min_depth), space.max_depth + 1):
+        for c in space.widths:
+            ms = float(predictor.predict(plain_arch(space.scale, m, c)))
+            if ms <= budget_ms and (best is None or ms > best[2]):
+                best = (m, c, ms)
+    if best is None:
+        return None
+    m, c, ms = best
+    return {
+        "name": f"ecbsr-m{m}c{c}",
+        "config": {"family": "ecbsr", "scale": space.scale, "m": m, "channels": c,
+                   "act": "prelu"},
+        "predicted_ms": ms,
+    }

@@ -24,6 +24,7 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def main() -> None:
                     val_every=args.val_every, ckpt_every=100)
     jobs = [(n, c, s, train_kw, str(args.out)) for s in args.seeds for n, c in models.items()]
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / ".claims", ignore_errors=True)  # claims of an earlier, killed call
     if args.workers > 1:
         procs = [mp.Process(target=_worker, args=(jobs, args.out)) for _ in range(args.workers)]
         for p in procs:

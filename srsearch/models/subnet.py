@@ -125,9 +125,10 @@ class RepSubNet(SubNet):
         super().__init__(arch, _REP_CONVS[rep])
         self.rep = rep
         # Start as the plain net's default initialisation (extra branches' last stages at
-        # zero): with every branch at its own random init, the blocks' sum (and the identity
-        # they add) made the subnet's ReLUs die at lr 2e-3 (35 dB on sun80+t91 val stuck at
-        # 31.9 for 2000 steps, the LR skip alone), while ECBSR's PReLUs survive it.
+        # zero), so that a from-scratch run starts where the plain net starts. Measured on
+        # sun80+t91 (docs/search.md, "Re-parameterisable blocks"): with the subnet's ReLUs,
+        # both forms still collapse to the LR skip at lr 2e-3 (ECB also at 1e-3) and train only
+        # at lower rates, where they start slower than the plain net at 2e-3.
         self._load_plain(SubNet(arch))
 
     def config(self) -> dict[str, Any]:

@@ -29,10 +29,14 @@ class PipelineConfig:
     data: str = "builtin"  # training data spec
     eval_data: tuple[str, ...] = ()  # extra evaluation sets (specs); the val split is always used
     scale: int = 2
-    # The hand-designed nets nearest the default 30 ms budget on a 2-core host; `srsearch
-    # compare` trains the full set. FSRCNN exports through its exact sub-pixel form.
-    baselines: tuple[str, ...] = ("espcn", "fsrcnn-s", "ecbsr-m4c8", "ecbsr-m4c16")
-    train_steps: int = 1000  # fine-tune steps of the searched model = training steps of baselines
+    # The fixed presets nearest the default 30 ms budget on a 2-core host (ESPCN and FSRCNN-s
+    # measured 60-80 ms there); the baseline stage adds the ECBSR-style net scaled to the
+    # budget and the searched architecture trained from scratch. `srsearch compare` trains the
+    # full set. FSRCNN exports through its exact sub-pixel form.
+    baselines: tuple[str, ...] = ("ecbsr-m4c8", "ecbsr-m4c16")
+    train_steps: int = 1000  # fine-tune steps of the searched model
+    scaled_baseline: bool = True  # also train the ECBSR-style net scaled to the budget
+    from_scratch: bool = True  # also train the searched architecture from random init
     batch_size: int = 16
     lr_patch: int = 48
     supernet_steps: int = 1000  # stage 1
@@ -259,21 +263,75 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.compare import train_baselines
+def baseline_steps(cfg: PipelineConfig) -> int:
+    """Steps of every model the baseline stage trains: as many optimiser steps (and images)
+    as the delivered searched model had, supernet and fine-tune together."""
+    return cfg.supernet_steps + cfg.train_steps
 
-    return train_baselines(cfg.baselines, cfg.scale, run_dir / "baselines",
-                           lambda lr: _train_cfg(cfg, cfg.train_steps, lr=lr), _log)
+
+def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    from srsearch.compare import SCRATCH, TrainJob, check_presets, train_models
+    from srsearch.fairness import scaled_ecbsr
+    from srsearch.latency import LatencyModel
+    from srsearch.models import preset_config, preset_lr
+    from srsearch.models.subnet import subnet_config
+    from srsearch.search.run import RunConfig
+    from supernet.space import ArchConfig
+
+    check_presets(cfg.baselines)
+    steps = baseline_steps(cfg)
+    jobs = {n: TrainJob(preset_config(n, cfg.scale), _train_cfg(cfg, steps, lr=preset_lr(n)))
+            for n in cfg.baselines}
+    scaled = None
+    if cfg.scaled_baseline:
+        found = scaled_ecbsr(LatencyModel.load(run_dir / "latency" / "lut.json"), _space(cfg),
+                             cfg.budget_ms)
+        if found is not None:
+            scaled = found["name"]
+            _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
+                 f"{found['predicted_ms']:.2f} ms)")
+            jobs.setdefault(scaled, TrainJob(found["config"], _train_cfg(
+                cfg, steps, lr=preset_lr("ecbsr-m4c8"))))
+    if cfg.from_scratch:
+        summary = json.loads((run_dir / "search" / "summary.json").read_text())
+        arch = ArchConfig.from_dict(summary["pruned_arch"])
+        jobs[SCRATCH] = TrainJob(subnet_config(arch), _train_cfg(cfg, steps, lr=RunConfig.lr))
+    trained = train_models(jobs, run_dir / "baselines", _log)
+    return {"steps": steps, "scaled": scaled, "models": trained}
 
 
 def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
-    """Every trained model of the run: the searched one first, then the baselines."""
+    """Every trained model of the run: the searched one first, then the baselines, the
+    scaled one and the from-scratch one (as the baseline stage trained them)."""
     models = {}
     if (run_dir / "search" / "model.pt").is_file():
         models["searched"] = run_dir / "search" / "model.pt"
-    for name in cfg.baselines:
+    done = StageLog.load(run_dir).done.get("baselines") or {}
+    names = list(done["models"]) if "models" in done else list(cfg.baselines)
+    for name in names:
         models[name] = run_dir / "baselines" / name / "model.pt"
     return models
+
+
+def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[str, Any]:
+    """Training compute of each trained model (`srsearch.fairness`); the searched model's
+    includes its supernet's share."""
+    from srsearch.fairness import add_compute, supernet_compute, training_compute
+    from srsearch.modelio import load_model_file
+
+    rows: dict[str, Any] = {}
+    for name, path in _models(cfg, run_dir).items():
+        if name not in names or not path.is_file():
+            continue
+        model_cfg = json.loads((path.parent / "train_config.json").read_text())["model"] \
+            if name != "searched" else load_model_file(path)[0].config()
+        steps = cfg.train_steps if name == "searched" else baseline_steps(cfg)
+        c = training_compute(model_cfg, steps, cfg.batch_size, cfg.lr_patch)
+        if name == "searched":
+            sn = supernet_compute(run_dir / "supernet")
+            c = {**(add_compute(sn, c) if sn else c), "supernet_share": sn}
+        rows[name] = c
+    return rows
 
 
 def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
@@ -335,14 +393,28 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     done = StageLog.load(run_dir).done
     table, bench = done["evaluate"], done.get("bench", {}).get("models", {})
     lat = {name: r["median_ms"] for name, r in bench.items()}
+    base = done.get("baselines") or {}
+    compute = _compute_rows(cfg, run_dir, list(next(iter(table.values()))))
+    sn = (compute.get("searched") or {}).get("supernet_share")
     lines = [
         f"# srsearch report: {run_dir.name}",
         "",
         f"Data `{cfg.data}`, x{cfg.scale}, target `{cfg.target}` ({cfg.threads} threads), "
-        f"budget {cfg.budget_ms:g} ms at {cfg.out_size} output; the searched model was "
-        f"fine-tuned and the baselines trained for {cfg.train_steps} steps. Params and GMACs "
-        "are those of the exported (inference) form at the LR input; latency is the median on "
-        "the target.",
+        f"budget {cfg.budget_ms:g} ms at {cfg.out_size} output, seed {cfg.seed} (one seed per "
+        "model: margins under about 0.3 dB are within the spread between seeds measured in "
+        "docs/search.md; `srsearch compare --seeds N` gives them a spread). Training: the "
+        f"searched model inherited the weights of a supernet trained {cfg.supernet_steps} "
+        f"steps ({sn['subnets_per_step'] if sn else '?'} subnets per step) and was fine-tuned "
+        f"{cfg.train_steps} steps; every other model trained "
+        f"{base.get('steps', cfg.train_steps)} steps from random initialisation, so all had "
+        "the same steps and images (columns below; training MACs = forward MACs of the "
+        "training form at the patch size x batch x 3). "
+        + (f"`{base['scaled']}` is the ECBSR-style net the latency model puts closest under "
+           "the budget. " if base.get("scaled") else "")
+        + ("`searched-scratch` is the searched architecture trained from scratch with the "
+           "baselines' recipe. " if "searched-scratch" in compute else "")
+        + "Params and GMACs are those of the exported (inference) form at the LR input; "
+        "latency is the median on the target.",
         "",
     ]
     if "search" in done:
@@ -368,13 +440,18 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         lines += [
             f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})",
             "",
-            "| model | PSNR (dB) | SSIM | measured latency (ms) | params | GMACs |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| model | PSNR (dB) | SSIM | measured latency (ms) | params | GMACs | train steps "
+            "| train patches | train TMACs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m, r in rows.items():
             ms = f"{lat[m]:.2f}" if m in lat else "-"
+            c = compute.get(m)
+            steps = "-" if not c else f"{c['steps']}" + (
+                f" ({c['supernet_share']['steps']} supernet)" if c.get("supernet_share") else "")
+            cells = "- | - " if not c else f"{c['patches_seen']} | {c['train_macs'] / 1e12:.1f} "
             lines.append(f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} | {ms} | {r['params']} | "
-                         f"{r.get('gmacs', float('nan')):.2f} |")
+                         f"{r.get('gmacs', float('nan')):.2f} | {steps} | {cells}|")
         lines.append("")
     set_name, rows = next(iter(table.items()))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -402,7 +479,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("supernet", _supernet, "stage 1: train the weight-sharing supernet"),
     Stage("latency", _latency, "measure the latency table on the target and validate it"),
     Stage("search", _search, "stages 2 and 3: architecture and pruning search, fine-tune"),
-    Stage("baselines", _train_baselines, "train the hand-designed baselines, same steps"),
+    Stage("baselines", _train_baselines, "train the baselines (fixed, scaled to the budget) and "
+          "the searched architecture from scratch, as many steps as supernet + fine-tune"),
     Stage("export", _export, "LiteRT export of every model, checked against PyTorch"),
     Stage("bench", _bench, "720p latency of every exported model on the target"),
     Stage("evaluate", _evaluate, "PSNR/SSIM of every model, bicubic alongside"),

@@ -31,10 +31,17 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     assert list(stages) == ["supernet", "latency", "search", "baselines", "export", "bench",
                             "evaluate", "report"]
     report = (run_dir / "report.md").read_text()
-    for name in ("searched", "espcn", "ecbsr-m4c8", "bicubic"):
+    scaled = stages["baselines"]["scaled"]
+    assert scaled.startswith("ecbsr-m")
+    for name in ("searched", "espcn", "ecbsr-m4c8", "bicubic", "searched-scratch", scaled):
         assert f"| {name} |" in report
+    # every trained model had the delivered model's steps: supernet 4 + fine-tune 4
+    assert stages["baselines"]["steps"] == 8
+    for name in ("espcn", "ecbsr-m4c8", "searched-scratch", scaled):
+        assert stages["baselines"]["models"][name]["steps"] == 8
+    assert "| 8 (4 supernet) |" in report and "supernet trained 4 steps" in report
     bench = stages["bench"]["models"]
-    assert set(bench) == {"searched", "espcn", "ecbsr-m4c8"}
+    assert set(bench) == {"searched", "espcn", "ecbsr-m4c8", "searched-scratch", scaled}
     assert all(r["median_ms"] > 0 for r in bench.values())
     assert (run_dir / "export" / "searched.tflite").is_file()
     assert (run_dir / "psnr_latency.png").is_file()

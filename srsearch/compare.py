@@ -215,8 +215,10 @@ def compare_run(
     from android_bench import device_from_target
     from srsearch.datasets import load_images
     from srsearch.evaluate import evaluate_models
+    from srsearch.modelio import load_model_file
 
     run = RunSettings.load(run_dir)
+    load_model_file(run.run_dir / "model.pt")  # a file that does not load fails before training
     out = Path(out or run.run_dir / "compare")
     out.mkdir(parents=True, exist_ok=True)
     steps = steps or run.search.finetune_steps

@@ -152,10 +152,39 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpt if ckpt.is_file() else None
 
 
-def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | None:
-    """The checkpoint to resume from, or None; refuses to overwrite an earlier run (one with a
-    checkpoint or its ``final`` output file)."""
+def resume_checkpoint(out: Path) -> Path | None:
+    """``out``'s last checkpoint, checked to load with ``weights_only=True`` (a crafted file is
+    refused with a `UserError` before any work starts), or None when there is none."""
+    from srsearch.modelio import load_weights_only
+
     ckpt = last_checkpoint(out)
+    if ckpt is not None:
+        state = load_weights_only(ckpt, "checkpoint")
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise UserError(f"checkpoint {ckpt} is not a Lightning checkpoint of srsearch; "
+                            f"delete it to start from step 0, or choose another --out")
+    return ckpt
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule,
+        ckpt_path: Path | None) -> None:
+    """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` where Lightning
+    takes the argument (2.5+; before, torch's own default, True since torch 2.6, applies).
+    Pass a ``ckpt_path`` from `resume_checkpoint`, which has checked the file already."""
+    kwargs = {"weights_only": True} if _fit_takes_weights_only() else {}
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, **kwargs)
+
+
+def _fit_takes_weights_only() -> bool:
+    import inspect
+
+    return "weights_only" in inspect.signature(L.Trainer.fit).parameters
+
+
+def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | None:
+    """The checkpoint to resume from (checked by `resume_checkpoint`), or None; refuses to
+    overwrite an earlier run (one with a checkpoint or its ``final`` output file)."""
+    ckpt = resume_checkpoint(out) if resume else last_checkpoint(out)
     if resume:
         if ckpt is None:
             print(f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0",
@@ -216,7 +245,7 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     trainer = make_trainer(cfg, out)
     (out / "train_config.json").write_text(json.dumps(
         {"model": model_config, "train": asdict(cfg)}, indent=2, default=str))
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    fit(trainer, module, data, ckpt_path)
     summary = {
         "model": model_config,
         "steps": int(trainer.global_step),

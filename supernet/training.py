@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from srsearch.errors import UserError
 from srsearch.metrics import calculate_psnr, tensor_to_uint8
+from srsearch.modelio import load_weights_only
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace
 
@@ -156,15 +157,20 @@ def load_supernet(path: Path) -> SuperNet:
         path = path / "supernet.pt"
     if not path.is_file():
         raise UserError(f"supernet {path} does not exist; train one with `srsearch supernet`")
-    if path.suffix == ".ckpt":
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        space = space_from_dict(ckpt["hyper_parameters"]["space"])
-        state = {k.removeprefix("supernet."): v for k, v in ckpt["state_dict"].items()}
-    else:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise UserError(f"{path} is not an srsearch supernet file ({FORMAT})")
-        space, state = space_from_dict(json.loads(payload["space"])), payload["state_dict"]
+    payload = load_weights_only(path, "supernet")
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not an srsearch supernet file ({FORMAT}) or checkpoint")
+    try:
+        if path.suffix == ".ckpt":  # a Lightning checkpoint of `srsearch supernet`
+            space = space_from_dict(payload["hyper_parameters"]["space"])
+            state = {k.removeprefix("supernet."): v for k, v in payload["state_dict"].items()}
+        elif payload.get("format") == FORMAT:
+            space, state = space_from_dict(json.loads(payload["space"])), payload["state_dict"]
+        else:
+            raise KeyError("format")
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is not an srsearch supernet file ({FORMAT}) or a checkpoint "
+                        "of `srsearch supernet`; train one with `srsearch supernet`") from None
     net = SuperNet(space)
     net.load_state_dict(state)
     return net.eval()
@@ -182,7 +188,7 @@ def train_supernet(
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
-    from srsearch.training import SRDataModule, check_out_dir, make_trainer
+    from srsearch.training import SRDataModule, check_out_dir, fit, make_trainer
 
     out = Path(out)
     if cfg.strategy == "ddp":
@@ -217,7 +223,7 @@ def train_supernet(
             default=str,
         )
     )
-    trainer.fit(module, datamodule=SRDataModule(cfg), ckpt_path=ckpt_path)
+    fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     summary = {
         "steps": int(trainer.global_step),

@@ -511,7 +511,7 @@ def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_di
     assert summary["steps"] == 2 and 5 < summary["val_psnr"] < 60
     assert torch.equal(sub.head.weight, before)  # the input model is left alone
     assert not torch.equal(model.head.weight, before)  # the returned one was trained
-    ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["distill"] == 0.5
     assert any(k.startswith("teacher.") for k in ckpt["state_dict"])
     from dataclasses import replace

@@ -38,7 +38,7 @@ def test_train_writes_model_logs_and_metrics(image_dir, tmp_path):
 
 
 def _ckpt_step(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 def test_killed_run_resumes_without_losing_steps(image_dir, tmp_path, cli_env):

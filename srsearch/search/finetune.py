@@ -21,7 +21,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from srsearch.training import SRDataModule, SRModule, TrainConfig, last_checkpoint, make_trainer
+from srsearch.training import (
+    SRDataModule,
+    SRModule,
+    TrainConfig,
+    fit,
+    make_trainer,
+    resume_checkpoint,
+)
 from supernet.subnet import SubNet
 
 
@@ -61,6 +68,7 @@ def finetune(model: SubNet, cfg: TrainConfig, out: Path, *, teacher: SubNet | No
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = FinetuneModule(model.config(), lr=cfg.lr, max_steps=cfg.max_steps,
                             teacher_config=teacher.config() if teacher is not None else None,
@@ -72,7 +80,7 @@ def finetune(model: SubNet, cfg: TrainConfig, out: Path, *, teacher: SubNet | No
         {"model": model.config(), "train": asdict(cfg), "distill": distill,
          "teacher": teacher.config() if teacher is not None else None}, indent=2, default=str))
     trainer = make_trainer(cfg, out)
-    trainer.fit(module, datamodule=SRDataModule(cfg), ckpt_path=last_checkpoint(out))
+    fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary = {"steps": int(trainer.global_step), "val_psnr": metrics.get("val/psnr"),
                "val_ssim": metrics.get("val/ssim")}

@@ -212,15 +212,23 @@ def compare_run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train, export, measure and evaluate; write the table (see the module docstring)."""
-    from android_bench import device_from_target
-    from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate_models
     from srsearch.modelio import load_model_file
+    from srsearch.rundir_lock import run_dir_lock
 
     run = RunSettings.load(run_dir)
     load_model_file(run.run_dir / "model.pt")  # a file that does not load fails before training
-    out = Path(out or run.run_dir / "compare")
-    out.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
+        return _compare(run, out, eval_data, baselines, target, threads, steps, bench_runs, log)
+
+
+def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
+             target: str | None, threads: int | None, steps: int | None, bench_runs: int,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    from android_bench import device_from_target
+    from srsearch.datasets import load_images
+    from srsearch.evaluate import evaluate_models
+
+    run_dir = run.run_dir
     steps = steps or run.search.finetune_steps
     if steps < 1:
         raise UserError(

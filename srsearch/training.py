@@ -232,11 +232,17 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     ``init_state`` starts from given weights (e.g. a subnet's inherited supernet weights) instead
     of a random init; a resumed run takes its weights from the checkpoint instead.
     """
+    from srsearch.rundir_lock import run_dir_lock
+
+    with run_dir_lock(Path(out)) as out:
+        return _train(model_config, cfg, out, resume, init_state)
+
+
+def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool,
+           init_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
     from srsearch.modelio import save_model
 
-    out = Path(out)
     ckpt_path = check_out_dir(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SRModule(model_config, lr=cfg.lr, max_steps=cfg.max_steps)
     if init_state is not None:

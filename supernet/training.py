@@ -188,14 +188,20 @@ def train_supernet(
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
-    from srsearch.training import SRDataModule, check_out_dir, fit, make_trainer
+    from srsearch.rundir_lock import run_dir_lock
 
-    out = Path(out)
     if cfg.strategy == "ddp":
         # Each step touches only some block types and widths: DDP must expect unused weights.
         cfg = replace(cfg, strategy="ddp_find_unused_parameters_true")
+    with run_dir_lock(Path(out)) as out:
+        return _train_supernet(space, cfg, out, resume, k_random, k_deep, distill, warmup_steps)
+
+
+def _train_supernet(space: SearchSpace, cfg: Any, out: Path, resume: bool, k_random: int,
+                    k_deep: int, distill: float, warmup_steps: int | None) -> dict[str, Any]:
+    from srsearch.training import SRDataModule, check_out_dir, fit, make_trainer
+
     ckpt_path = check_out_dir(out, resume, final="supernet.pt")
-    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     warmup = cfg.max_steps // 10 if warmup_steps is None else warmup_steps
     module = SupernetModule(

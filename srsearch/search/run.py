@@ -102,7 +102,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "--budget-ms": (self.budget_ms > 0, "positive"),
+            "--budget-ms": (math.isfinite(self.budget_ms) and self.budget_ms > 0,
+                            "a positive number of ms (not inf or nan)"),
             "--budget-floor": (0 <= self.budget_floor < 1, "in [0, 1)"),
             "--overshoot": (0 <= self.overshoot <= 1, "in [0, 1]"),
             "--trials": (self.trials >= 1, "at least 1"),
@@ -278,12 +279,25 @@ def run_search(
         export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
             ones the latency table was measured with.
     """
+    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.search.stage2 import check_budget
+
+    # Before anything is written: a budget no subnet meets must not leave a config.json behind
+    # (a plain retry would be refused, and --resume with another budget too).
+    check_budget(supernet.space, predictor, cfg.budget_ms * (1 + cfg.overshoot))
+    with run_dir_lock(Path(out)) as out:
+        return _run_search(supernet, predictor, cfg, out, resume, device, baselines,
+                           export_options, progress)
+
+
+def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
+                resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
+                export_options: Mapping[str, Any] | None, progress: bool) -> dict[str, Any]:
     from srsearch.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
-    out = Path(out)
     space = supernet.space
     scale = space.scale
     config = {**asdict(cfg), "space": repr(space),

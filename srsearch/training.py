@@ -8,7 +8,6 @@ finishes, ``model.pt`` (config + state dict) and ``metrics.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from srsearch import atomic
 from srsearch.errors import UserError
 from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 
@@ -249,8 +249,7 @@ def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bo
         module.model.load_state_dict(init_state)
     data = SRDataModule(cfg)
     trainer = make_trainer(cfg, out)
-    (out / "train_config.json").write_text(json.dumps(
-        {"model": model_config, "train": asdict(cfg)}, indent=2, default=str))
+    atomic.write_json(out / "train_config.json", {"model": model_config, "train": asdict(cfg)})
     fit(trainer, module, data, ckpt_path)
     summary = {
         "model": model_config,
@@ -262,7 +261,7 @@ def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bo
     }
     if trainer.is_global_zero:
         save_model(module.model, out / "model.pt", extra={"train": asdict(cfg), **summary})
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic.write_json(out / "metrics.json", summary)  # compare's "trained" marker
     return summary
 
 

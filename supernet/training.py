@@ -31,6 +31,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from srsearch import atomic
 from srsearch.errors import UserError
 from srsearch.metrics import calculate_psnr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
@@ -215,19 +216,16 @@ def _train_supernet(space: SearchSpace, cfg: Any, out: Path, resume: bool, k_ran
         k_deep=k_deep,
     )
     trainer = make_trainer(cfg, out)
-    (out / "train_config.json").write_text(
-        json.dumps(
-            {
-                "space": space_to_dict(space),
-                "train": asdict(cfg),
-                "k_random": k_random,
-                "k_deep": k_deep,
-                "distill": distill,
-                "warmup_steps": warmup,
-            },
-            indent=2,
-            default=str,
-        )
+    atomic.write_json(
+        out / "train_config.json",
+        {
+            "space": space_to_dict(space),
+            "train": asdict(cfg),
+            "k_random": k_random,
+            "k_deep": k_deep,
+            "distill": distill,
+            "warmup_steps": warmup,
+        },
     )
     fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -238,5 +236,5 @@ def _train_supernet(space: SearchSpace, cfg: Any, out: Path, resume: bool, k_ran
     }
     if trainer.is_global_zero:
         save_supernet(module.supernet, out / "supernet.pt", extra=summary)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        atomic.write_json(out / "metrics.json", summary)
     return summary

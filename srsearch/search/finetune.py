@@ -12,7 +12,6 @@ in-place distillation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from srsearch import atomic
 from srsearch.training import (
     SRDataModule,
     SRModule,
@@ -76,9 +76,9 @@ def finetune(model: SubNet, cfg: TrainConfig, out: Path, *, teacher: SubNet | No
     module.model.load_state_dict(model.state_dict())
     if module.teacher is not None:
         module.teacher.load_state_dict(teacher.state_dict())
-    (out / "train_config.json").write_text(json.dumps(
-        {"model": model.config(), "train": asdict(cfg), "distill": distill,
-         "teacher": teacher.config() if teacher is not None else None}, indent=2, default=str))
+    atomic.write_json(out / "train_config.json", {
+        "model": model.config(), "train": asdict(cfg), "distill": distill,
+        "teacher": teacher.config() if teacher is not None else None})
     trainer = make_trainer(cfg, out)
     fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -30,6 +30,7 @@ from srsearch._imageio import (
     ImageReadError,
     bicubic_downscale,
     bicubic_upscale,
+    check_pixels,
     default_cache_dir,
     file_identity,
     modcrop,
@@ -183,13 +184,15 @@ def _load_one(entry: _Entry, scale: int, disk: DiskCache | None) -> SRImage | tu
         return _MEMORY_CACHE[key]
     ident = {"hr": list(hr_id), "lr": list(lr_id) if lr_id else None, "scale": scale}
     cached = disk.get(ident) if disk else None
-    if cached is not None:
-        hr, lr = cached
-    else:
-        try:
+    try:
+        if cached is not None:
+            hr, lr = cached
+            check_pixels(hr.shape[1], hr.shape[0])  # the limit may have been lowered since
+        else:
             hr = read_rgb8(entry.hr_path)
-        except ImageReadError as exc:
-            return entry.hr_path, str(exc)
+    except ImageReadError as exc:
+        return entry.hr_path, str(exc)
+    if cached is None:
         h, w = hr.shape[:2]
         if min(h, w) < 4 * scale:
             return entry.hr_path, f"too small ({w}x{h}; needs >= {4 * scale} px a side at x{scale})"
@@ -288,8 +291,9 @@ def dihedral(img: np.ndarray, t: int) -> np.ndarray:
 class PatchDataset(Dataset):
     """Random aligned training patches: LR (x, y) <-> HR (x * s, y * s).
 
-    Sample i of epoch e depends only on (seed, e, i): an image drawn with probability
-    proportional to its LR area, a uniform crop position and, with `augment`, one of 8
+    Sample i of epoch e depends only on (seed, e, i): an image drawn uniformly (so one huge
+    image cannot take over the training: weighting by area let a 12000x12000 flat picture
+    supply nearly every patch), a uniform crop position in it and, with `augment`, one of 8
     flips/rotations. Flat crops (LR standard deviation below `min_std` grey levels, such as the
     black sky of hubble_deep_field or retina's background) are redrawn up to `max_tries` times:
     they carry no high frequencies to learn from. Call `set_epoch` at the start of each epoch
@@ -331,8 +335,6 @@ class PatchDataset(Dataset):
         self.scale, self.lr_patch, self.length = scale, lr_patch, length
         self.augment, self.seed, self.epoch = augment, seed, 0
         self.min_std, self.max_tries = min_std, max(1, max_tries)
-        areas = np.array([im.lr.shape[0] * im.lr.shape[1] for im in usable], dtype=np.float64)
-        self._cum = np.cumsum(areas / areas.sum())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -346,10 +348,7 @@ class PatchDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         p, s = self.lr_patch, self.scale
         for _ in range(self.max_tries):
-            k = min(
-                int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.images) - 1
-            )
-            im = self.images[k]
+            im = self.images[int(rng.integers(0, len(self.images)))]
             y = int(rng.integers(0, im.lr.shape[0] - p + 1))
             x = int(rng.integers(0, im.lr.shape[1] - p + 1))
             lr = im.lr[y : y + p, x : x + p]  # (p, p, 3)

@@ -95,12 +95,6 @@ class SRModule(L.LightningModule):
         self.log(f"{stage}/ssim", sum(ssim) / n, sync_dist=True, batch_size=n)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        # New random patches each epoch (Lightning does not reseed a Dataset by itself).
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
@@ -129,13 +123,25 @@ class SRDataModule(L.LightningDataModule):
         train_images = load_images(cfg.data, cfg.scale, "train")
         val_images = load_images(cfg.val_data or cfg.data, cfg.scale,
                                  "all" if cfg.val_data else "val")
-        # One epoch = one validation period, so the patch sampler reseeds per epoch.
+        # One epoch = one validation period.
         self.train_set = PatchDataset(train_images, cfg.scale, cfg.lr_patch,
                                       length=cfg.batch_size * cfg.val_every, seed=cfg.seed)
         self.val_set = FullImageDataset(val_images)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, shuffle=False,
+        """Patches as a function of the global step (`StepSampler`): a run resumed from a
+        mid-epoch checkpoint continues the data order instead of replaying the epoch."""
+        from srsearch.datasets import StepSampler
+
+        trainer = self.trainer
+        sampler = StepSampler(
+            self.cfg.batch_size,
+            self.cfg.val_every,
+            (lambda: trainer.global_step) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world=trainer.world_size if trainer is not None else 1,
+        )
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=0, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -222,6 +228,7 @@ def make_trainer(cfg: TrainConfig, out: Path, callbacks: list | None = None) -> 
         log_every_n_steps=min(50, cfg.val_every),
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        use_distributed_sampler=False,  # SRDataModule's StepSampler splits the ranks itself
     )
 
 

@@ -549,3 +549,28 @@ def test_infeasible_budget_writes_nothing_and_a_retry_works(supernet, image_dir,
     assert main(["search", *args[1:6], str(BUDGET), *args[7:]]) == 0  # a plain retry
     assert main([*args[:6], "inf", *args[7:]]) == 2
     assert "--budget-ms inf is invalid" in capsys.readouterr().err
+
+
+def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_path,
+                                                      monkeypatch, capsys):
+    """The probe: the message said to delete arch.json 'to search again', which then failed at
+    stage 3 ("other settings"). It now says what works, and doing so works."""
+    import shutil
+
+    from srsearch.cli import main
+    from srsearch.commands import search as command
+    from supernet.training import save_supernet
+
+    monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
+    save_supernet(supernet, tmp_path / "supernet.pt")
+    out = tmp_path / "run"
+    args = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--lut", "unused.json",
+            "--budget-ms", str(BUDGET), "--data", str(image_dir), "--out", str(out),
+            "--trials", "2", "--stage3-trials", "1", "--finetune-steps", "0", "--crop", "16"]
+    assert main(args) == 0
+    (out / "search.db").unlink()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "another --out" in err and f"delete {out}" in err
+    shutil.rmtree(out)  # as the message says
+    assert main(args) == 0

@@ -327,8 +327,11 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
     if arch_path.is_file():
         study = load_study(db, STUDY_NAME)
         if study is None:
-            raise UserError(f"{arch_path} exists but {db} holds no stage-2 search; delete "
-                            f"{arch_path.name} to search again")
+            # Deleting arch.json alone would not do: stage 3, the fine-tune and the model
+            # in this folder belong to the old architecture.
+            raise UserError(f"{arch_path} exists but {db} holds no stage-2 search (the "
+                            f"database was deleted or replaced), so this run cannot be resumed; "
+                            f"search again with another --out (or delete {out} first)")
         s2 = stage2_result(study)
     else:
         s2 = search_architecture(space, s2_predictor, evaluator, s2cfg, db,

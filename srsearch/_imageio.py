@@ -22,9 +22,62 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 # Bump when decoding or LR generation changes, so old cache entries are not reused.
 _CACHE_VERSION = 1
 
+# Largest decoded image (pixels) used unless SRSEARCH_MAX_PIXELS says otherwise: 40 MP, a
+# 7700x5200 photo. A flat 12000x12000 PNG is 140 KB on disk but took 20 GB to evaluate.
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "SRSEARCH_MAX_PIXELS"
+
 
 class ImageReadError(Exception):
     """A file that cannot be used as an image; the message is the reason, for a warning."""
+
+
+def max_pixels() -> int:
+    """The decoded-size limit: ``$SRSEARCH_MAX_PIXELS`` if set, else `DEFAULT_MAX_PIXELS`."""
+    from srsearch.errors import UserError
+
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{MAX_PIXELS_ENV}={text!r}: give a positive number of pixels, e.g. "
+                        f"{DEFAULT_MAX_PIXELS}")
+    return value
+
+
+def _too_large(w: int, h: int, limit: int) -> str:
+    return (f"{w}x{h} ({w * h / 1e6:.1f} MP) is over the {limit / 1e6:g} MP limit on decoded "
+            f"images; set {MAX_PIXELS_ENV}={w * h} to use it (memory grows with the pixels)")
+
+
+def check_pixels(w: int, h: int, limit: int | None = None) -> None:
+    """Raise `ImageReadError` when a w x h image is over the limit (default `max_pixels()`)."""
+    limit = max_pixels() if limit is None else limit
+    if w * h > limit:
+        raise ImageReadError(_too_large(w, h, limit))
+
+
+def _check_header(path: Path, limit: int) -> None:
+    """Refuse an image over ``limit`` pixels from its header, before anything is decoded
+    (Pillow reads the size lazily). Files Pillow cannot identify pass: the decoders below
+    (tifffile) check them or report them."""
+    if limit > (Image.MAX_IMAGE_PIXELS or 0):
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check must not undercut ours
+    try:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the check below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"over Pillow's decompression-bomb limit ({exc}); set "
+                             f"{MAX_PIXELS_ENV} above its pixel count to use it") from None
+    except Exception:  # noqa: BLE001 - not for Pillow; reported by the decoding that follows
+        return
+    check_pixels(w, h, limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +155,7 @@ def _read_png_16bit_rgb(path: Path) -> np.ndarray | None:
     return planes[0] * 256 + planes[1]
 
 
-def _read_tiff_16bit(path: Path) -> np.ndarray | None:
+def _read_tiff_16bit(path: Path, limit: int) -> np.ndarray | None:
     """16-bit gray/RGB TIFF through tifffile (Pillow cuts 16-bit RGB TIFF to 8 bits)."""
     try:
         import tifffile
@@ -116,7 +169,12 @@ def _read_tiff_16bit(path: Path) -> np.ndarray | None:
                 tifffile.PHOTOMETRIC.RGB,
             ):
                 return None
+            planar = len(page.shape) == 3 and page.shape[0] in (3, 4) and page.shape[2] > 4
+            h, w = page.shape[1:3] if planar else page.shape[:2]
+            check_pixels(int(w), int(h), limit)
             a = page.asarray()
+    except ImageReadError:
+        raise
     except Exception:  # tifffile needs imagecodecs for some compressions; Pillow may cope
         return None
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (1, 2, 3, 4):
@@ -124,16 +182,19 @@ def _read_tiff_16bit(path: Path) -> np.ndarray | None:
     return a
 
 
-def read_rgb8(path: Path) -> np.ndarray:
+def read_rgb8(path: Path, limit: int | None = None) -> np.ndarray:
     """Decode an image file to contiguous (H, W, 3) uint8 RGB.
 
     Grayscale, palette, CMYK and alpha images are converted to RGB (alpha dropped); 16-bit
     samples v become round(v / 257). EXIF orientation is not applied: pixels are used as stored,
-    as MATLAB and most SR codebases do. Raises ImageReadError with the reason otherwise.
+    as MATLAB and most SR codebases do. An image over ``limit`` pixels (default `max_pixels()`)
+    is refused from its header, before it is decoded. Raises ImageReadError with the reason.
     """
+    limit = max_pixels() if limit is None else limit
     try:
+        _check_header(path, limit)
         if path.suffix.lower() in (".tif", ".tiff"):
-            a = _read_tiff_16bit(path)
+            a = _read_tiff_16bit(path, limit)
             if a is not None:
                 return _to_rgb(_u16_to_u8(a))
         with Image.open(path) as im:

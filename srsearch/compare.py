@@ -225,11 +225,9 @@ def compare_run(
         supernet: The run's supernet (default: the one its ``config.json`` names), for its
             training record and the delivered model's extra seeds.
     """
-    from android_bench import device_from_target
-    from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate_models
-    from srsearch.models import preset_config, preset_lr
-    from srsearch.models.subnet import REP_KINDS, subnet_config
+    from srsearch.modelio import load_model_file
+    from srsearch.models.subnet import REP_KINDS
+    from srsearch.rundir_lock import run_dir_lock
 
     run = RunSettings.load(run_dir)
     if seeds < 1:
@@ -237,11 +235,26 @@ def compare_run(
     if rep not in REP_KINDS:
         raise UserError(f"--rep {rep!r}: choose one of {', '.join(REP_KINDS)}")
     check_presets(baselines)
+    load_model_file(run.run_dir / "model.pt")  # a file that does not load fails before training
     supernet = Path(supernet) if supernet is not None else run.supernet
     if supernet is not None:
         run = replace(run, supernet=supernet)
-    out = Path(out or run.run_dir / "compare")
-    out.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
+        return _compare(run, out, eval_data, baselines, target, threads, steps, bench_runs,
+                        log, seeds, from_scratch, rep, predictor, supernet)
+
+
+def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
+             target: str | None, threads: int | None, steps: int | None, bench_runs: int,
+             log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
+             predictor: Any, supernet: Path | None) -> dict[str, Any]:
+    from android_bench import device_from_target
+    from srsearch.datasets import load_images
+    from srsearch.evaluate import evaluate_models
+    from srsearch.models import preset_config, preset_lr
+    from srsearch.models.subnet import subnet_config
+
+    run_dir = run.run_dir
     cfg0 = run.search
     sn = supernet_compute(supernet) if supernet is not None and supernet.exists() else None
     steps = steps or cfg0.finetune_steps + (sn["steps"] if sn else 0)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from srsearch._imageio import (
     IMAGE_EXTENSIONS,
@@ -33,6 +34,7 @@ from srsearch._imageio import (
     ImageReadError,
     bicubic_downscale,
     bicubic_upscale,
+    check_pixels,
     default_cache_dir,
     file_identity,
     modcrop,
@@ -47,6 +49,7 @@ __all__ = [
     "FullImageDataset",
     "PatchDataset",
     "SRImage",
+    "StepSampler",
     "bicubic_downscale",
     "bicubic_upscale",
     "default_cache_dir",
@@ -197,13 +200,15 @@ def _load_one(entry: _Entry, scale: int, disk: DiskCache | None) -> SRImage | tu
         return _MEMORY_CACHE[key]
     ident = {"hr": list(hr_id), "lr": list(lr_id) if lr_id else None, "scale": scale}
     cached = disk.get(ident) if disk else None
-    if cached is not None:
-        hr, lr = cached
-    else:
-        try:
+    try:
+        if cached is not None:
+            hr, lr = cached
+            check_pixels(hr.shape[1], hr.shape[0])  # the limit may have been lowered since
+        else:
             hr = read_rgb8(entry.hr_path)
-        except ImageReadError as exc:
-            return entry.hr_path, str(exc)
+    except ImageReadError as exc:
+        return entry.hr_path, str(exc)
+    if cached is None:
         h, w = hr.shape[:2]
         if min(h, w) < 4 * scale:
             return entry.hr_path, f"too small ({w}x{h}; needs >= {4 * scale} px a side at x{scale})"
@@ -302,13 +307,15 @@ def dihedral(img: np.ndarray, t: int) -> np.ndarray:
 class PatchDataset(Dataset):
     """Random aligned training patches: LR (x, y) <-> HR (x * s, y * s).
 
-    Sample i of epoch e depends only on (seed, e, i): an image drawn with probability
-    proportional to its LR area, a uniform crop position and, with `augment`, one of 8
-    flips/rotations. Flat crops (LR standard deviation below `min_std` grey levels, such as the
-    black sky of hubble_deep_field or retina's background) are redrawn up to `max_tries` times:
-    they carry no high frequencies to learn from. Call `set_epoch` at the start of each epoch
-    (e.g. in a LightningModule's `on_train_epoch_start`) to draw new patches; workers started
-    before that call (`persistent_workers=True`) keep the old epoch.
+    Sample number n (any n >= 0) depends only on (seed, n): an image drawn uniformly (so one
+    huge image cannot take over the training: weighting by area let a 12000x12000 flat
+    picture supply nearly every patch), a uniform crop position in it and, with `augment`, one
+    of 8 flips/rotations. Flat crops (LR standard deviation below `min_std` grey levels, such
+    as the black sky of hubble_deep_field or retina's background) are redrawn up to
+    `max_tries` times: they carry no high frequencies to learn from. ``len()`` is one epoch's
+    worth (`length`); training draws sample numbers past it through `StepSampler`, which
+    makes them a function of the optimiser step, so a resumed run sees what an uninterrupted
+    one would have seen.
     """
 
     def __init__(
@@ -343,27 +350,19 @@ class PatchDataset(Dataset):
                 )
         self.images = usable
         self.scale, self.lr_patch, self.length = scale, lr_patch, length
-        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.augment, self.seed = augment, seed
         self.min_std, self.max_tries = min_std, max(1, max_tries)
-        areas = np.array([im.lr.shape[0] * im.lr.shape[1] for im in usable], dtype=np.float64)
-        self._cum = np.cumsum(areas / areas.sum())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} patches")
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        if index < 0:
+            raise IndexError(f"sample number {index} is negative")
+        rng = np.random.default_rng((self.seed, index))
         p, s = self.lr_patch, self.scale
         for _ in range(self.max_tries):
-            k = min(
-                int(np.searchsorted(self._cum, rng.random(), side="right")), len(self.images) - 1
-            )
-            im = self.images[k]
+            im = self.images[int(rng.integers(0, len(self.images)))]
             y = int(rng.integers(0, im.lr.shape[0] - p + 1))
             x = int(rng.integers(0, im.lr.shape[1] - p + 1))
             lr = im.lr[y : y + p, x : x + p]  # (p, p, 3)
@@ -374,6 +373,35 @@ class PatchDataset(Dataset):
             t = int(rng.integers(0, 8))
             lr, hr = dihedral(lr, t), dihedral(hr, t)
         return _to_chw(lr), _to_chw(hr)
+
+
+class StepSampler(Sampler[int]):
+    """Sample numbers of a training loader as a function of the optimiser step.
+
+    Step s of rank r (of ``world``) takes samples ``(s * world + r) * batch_size + j``, j <
+    ``batch_size``. Each pass (``iter``) starts at the current step, read from ``step()``, and
+    runs to the end of its epoch of ``steps_per_epoch`` steps; so a run resumed from a
+    checkpoint taken mid-epoch draws exactly the samples the uninterrupted run would have
+    drawn (a plain loader would start the epoch over and replay its patches). Lightning
+    restores the step before it iterates the loader. Use with ``num_workers=0`` or workers
+    that are re-created each epoch, and without Lightning's distributed sampler
+    (``use_distributed_sampler=False``): ranks are handled here.
+    """
+
+    def __init__(self, batch_size: int, steps_per_epoch: int, step: Callable[[], int],
+                 rank: int = 0, world: int = 1) -> None:
+        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
+        self.step, self.rank, self.world = step, rank, world
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        start = int(self.step())
+        end = (start // self.steps_per_epoch + 1) * self.steps_per_epoch
+        b = self.batch_size
+        return iter([(s * self.world + self.rank) * b + j
+                     for s in range(start, end) for j in range(b)])
 
 
 class FullImageDataset(Dataset):

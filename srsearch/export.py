@@ -77,6 +77,29 @@ def sidecar_path(tflite_path: Path) -> Path:
     return Path(tflite_path).with_suffix(".json")
 
 
+def check_output(out: Path, source: str | None = None) -> None:
+    """Refuse an ``out`` (or its sidecar) that cannot be written or that would overwrite the
+    input ``source`` (``export --tflite cfg.json --out cfg.tflite`` would write the sidecar
+    ``cfg.json`` over the config it reads); run before any conversion work."""
+    from srsearch.outpaths import check_out_file
+
+    out = Path(out)
+    check_out_file(out)
+    sidecar = sidecar_path(out)
+    if sidecar.is_dir():
+        raise UserError(f"--out {out}: its sidecar {sidecar} is a folder; choose another --out")
+    src = Path(source) if source else None
+    if src is not None and src.is_dir():
+        src = src / "model.pt"
+    if src is not None and src.is_file():
+        for what, path in (("the file", out), ("its sidecar", sidecar)):
+            if path.exists() and path.resolve() == src.resolve():
+                raise UserError(
+                    f"--out {out}: {what} {path} would overwrite the model it exports "
+                    f"({source}); choose another --out name"
+                )
+
+
 @torch.no_grad()
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
@@ -183,6 +206,7 @@ def export_tflite(
     out = Path(out)
     if out.suffix != ".tflite":
         raise UserError(f"--out {out}: give a path ending in .tflite")
+    check_output(out, source)
 
     rf = receptive_field(module, scale)
     log(f"receptive field: {rf} LR px each side")

@@ -4,6 +4,10 @@ Inputs are uint8 RGB images (H, W, 3). By default both metrics are computed on t
 of ITU-R BT.601 on 0-255 values, ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (R, G, B in
 0-255, Y not rounded), after shaving ``crop_border`` pixels (= the scale) from each side. Model
 output must be clamped and rounded to uint8 before it gets here: see :func:`tensor_to_uint8`.
+
+PSNR is capped at ``PSNR_CAP_DB`` = 100 dB: identical images (MSE 0) report 100 dB, not
+``inf``, so a mean over images stays finite and result files stay standard JSON. 100 dB is an
+MSE of 6.5e-6 grey levels squared, far above any real reconstruction (30-40 dB).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+PSNR_CAP_DB = 100.0
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64) / 255.0
 
 
@@ -53,12 +58,13 @@ def _prepare(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel
 def calculate_psnr(
     img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool = True
 ) -> float:
-    """PSNR in dB between two uint8 RGB images (peak 255). Identical images give ``inf``."""
+    """PSNR in dB between two uint8 RGB images (peak 255), capped at ``PSNR_CAP_DB``
+    (identical images give 100 dB, not ``inf``)."""
     a, b = _prepare(img, img2, crop_border, test_y_channel)
     mse = float(np.mean((a - b) ** 2))
     if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(255.0**2 / mse)
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
 
 
 def calculate_ssim(

@@ -12,6 +12,7 @@ every model, the 720p benchmark on the target, evaluation, ``report.md``.
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from srsearch import atomic
 from srsearch.errors import UserError
 
 
@@ -63,6 +65,9 @@ class PipelineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise UserError(f"pipeline config: budget_ms {self.budget_ms} must be a positive "
+                            "number of ms (not inf or nan)")
         if self.scale not in (2, 3, 4):
             raise UserError(f"pipeline config: scale {self.scale} must be 2, 3 or 4")
         from srsearch.latency.build import PRECISIONS
@@ -115,9 +120,7 @@ class StageLog:
 
     def mark(self, name: str, result: dict[str, Any]) -> None:
         self.done[name] = result
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2, default=str))
-        tmp.replace(self.path)
+        atomic.write_json(self.path, self.done)
 
 
 def _space(cfg: PipelineConfig):
@@ -490,16 +493,33 @@ STAGES: tuple[Stage, ...] = (
 
 def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
     """Run every unfinished stage in order; returns the report path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from srsearch.rundir_lock import run_dir_lock
+
+    with run_dir_lock(Path(run_dir), "--run-dir") as run_dir:
+        return _run_pipeline(cfg, run_dir)
+
+
+# Keys that only the search stage (and the report after it) reads: until that stage is done,
+# a rerun may change them, so a budget the search refused can be retried in the same run dir.
+_SEARCH_ONLY = ("budget_ms", "budget_floor", "overshoot", "search_trials", "stage3_trials")
+
+
+def _run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
     cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(
-        json.dumps(asdict(cfg))
-    ):
-        raise UserError(
-            f"--run-dir {run_dir} was started with another config ({cfg_path}); "
-            "use a new run directory or the same config"
-        )
-    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
+    want = json.loads(json.dumps(asdict(cfg)))
+    have = atomic.read_json(cfg_path) or want  # none yet (or unreadable): this run starts it
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if diff:
+        if set(diff) <= set(_SEARCH_ONLY) and "search" not in StageLog.load(run_dir).done:
+            _log(f"search settings changed before the search ran ({', '.join(diff)}); "
+                 f"updating {cfg_path}")
+        else:
+            details = "; ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in diff)
+            raise UserError(
+                f"--run-dir {run_dir} was started with another config ({cfg_path}: {details}); "
+                "use a new run directory or the same config"
+            )
+    atomic.write_json(cfg_path, want)
     log = StageLog.load(run_dir)
     for i, stage in enumerate(STAGES, 1):
         head = f"[pipeline] stage {i}/{len(STAGES)} {stage.name}: {stage.description}"

@@ -8,7 +8,6 @@ finishes, ``model.pt`` (config + state dict) and ``metrics.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from srsearch import atomic
 from srsearch.errors import UserError
 from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 
@@ -95,12 +95,6 @@ class SRModule(L.LightningModule):
         self.log(f"{stage}/ssim", sum(ssim) / n, sync_dist=True, batch_size=n)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        # New random patches each epoch (Lightning does not reseed a Dataset by itself).
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
@@ -129,13 +123,25 @@ class SRDataModule(L.LightningDataModule):
         train_images = load_images(cfg.data, cfg.scale, "train")
         val_images = load_images(cfg.val_data or cfg.data, cfg.scale,
                                  "all" if cfg.val_data else "val")
-        # One epoch = one validation period, so the patch sampler reseeds per epoch.
+        # One epoch = one validation period.
         self.train_set = PatchDataset(train_images, cfg.scale, cfg.lr_patch,
                                       length=cfg.batch_size * cfg.val_every, seed=cfg.seed)
         self.val_set = FullImageDataset(val_images)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, shuffle=False,
+        """Patches as a function of the global step (`StepSampler`): a run resumed from a
+        mid-epoch checkpoint continues the data order instead of replaying the epoch."""
+        from srsearch.datasets import StepSampler
+
+        trainer = self.trainer
+        sampler = StepSampler(
+            self.cfg.batch_size,
+            self.cfg.val_every,
+            (lambda: trainer.global_step) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world=trainer.world_size if trainer is not None else 1,
+        )
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=0, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -152,10 +158,39 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpt if ckpt.is_file() else None
 
 
-def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | None:
-    """The checkpoint to resume from, or None; refuses to overwrite an earlier run (one with a
-    checkpoint or its ``final`` output file)."""
+def resume_checkpoint(out: Path) -> Path | None:
+    """``out``'s last checkpoint, checked to load with ``weights_only=True`` (a crafted file is
+    refused with a `UserError` before any work starts), or None when there is none."""
+    from srsearch.modelio import load_weights_only
+
     ckpt = last_checkpoint(out)
+    if ckpt is not None:
+        state = load_weights_only(ckpt, "checkpoint")
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise UserError(f"checkpoint {ckpt} is not a Lightning checkpoint of srsearch; "
+                            f"delete it to start from step 0, or choose another --out")
+    return ckpt
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule,
+        ckpt_path: Path | None) -> None:
+    """``trainer.fit`` resuming from ``ckpt_path`` with ``weights_only=True`` where Lightning
+    takes the argument (2.5+; before, torch's own default, True since torch 2.6, applies).
+    Pass a ``ckpt_path`` from `resume_checkpoint`, which has checked the file already."""
+    kwargs = {"weights_only": True} if _fit_takes_weights_only() else {}
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, **kwargs)
+
+
+def _fit_takes_weights_only() -> bool:
+    import inspect
+
+    return "weights_only" in inspect.signature(L.Trainer.fit).parameters
+
+
+def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | None:
+    """The checkpoint to resume from (checked by `resume_checkpoint`), or None; refuses to
+    overwrite an earlier run (one with a checkpoint or its ``final`` output file)."""
+    ckpt = resume_checkpoint(out) if resume else last_checkpoint(out)
     if resume:
         if ckpt is None:
             print(f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0",
@@ -193,6 +228,7 @@ def make_trainer(cfg: TrainConfig, out: Path, callbacks: list | None = None) -> 
         log_every_n_steps=min(50, cfg.val_every),
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        use_distributed_sampler=False,  # SRDataModule's StepSampler splits the ranks itself
     )
 
 
@@ -203,20 +239,25 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     ``init_state`` starts from given weights (e.g. a subnet's inherited supernet weights) instead
     of a random init; a resumed run takes its weights from the checkpoint instead.
     """
+    from srsearch.rundir_lock import run_dir_lock
+
+    with run_dir_lock(Path(out)) as out:
+        return _train(model_config, cfg, out, resume, init_state)
+
+
+def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool,
+           init_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
     from srsearch.modelio import save_model
 
-    out = Path(out)
     ckpt_path = check_out_dir(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SRModule(model_config, lr=cfg.lr, max_steps=cfg.max_steps)
     if init_state is not None:
         module.model.load_state_dict(init_state)
     data = SRDataModule(cfg)
     trainer = make_trainer(cfg, out)
-    (out / "train_config.json").write_text(json.dumps(
-        {"model": model_config, "train": asdict(cfg)}, indent=2, default=str))
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    atomic.write_json(out / "train_config.json", {"model": model_config, "train": asdict(cfg)})
+    fit(trainer, module, data, ckpt_path)
     summary = {
         "model": model_config,
         "steps": int(trainer.global_step),
@@ -227,7 +268,7 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     }
     if trainer.is_global_zero:
         save_model(module.model, out / "model.pt", extra={"train": asdict(cfg), **summary})
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic.write_json(out / "metrics.json", summary)  # compare's "trained" marker
     return summary
 
 

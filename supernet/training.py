@@ -31,8 +31,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from srsearch import atomic
 from srsearch.errors import UserError
 from srsearch.metrics import calculate_psnr, tensor_to_uint8
+from srsearch.modelio import load_weights_only
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace
 
@@ -156,15 +158,20 @@ def load_supernet(path: Path) -> SuperNet:
         path = path / "supernet.pt"
     if not path.is_file():
         raise UserError(f"supernet {path} does not exist; train one with `srsearch supernet`")
-    if path.suffix == ".ckpt":
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        space = space_from_dict(ckpt["hyper_parameters"]["space"])
-        state = {k.removeprefix("supernet."): v for k, v in ckpt["state_dict"].items()}
-    else:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise UserError(f"{path} is not an srsearch supernet file ({FORMAT})")
-        space, state = space_from_dict(json.loads(payload["space"])), payload["state_dict"]
+    payload = load_weights_only(path, "supernet")
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not an srsearch supernet file ({FORMAT}) or checkpoint")
+    try:
+        if path.suffix == ".ckpt":  # a Lightning checkpoint of `srsearch supernet`
+            space = space_from_dict(payload["hyper_parameters"]["space"])
+            state = {k.removeprefix("supernet."): v for k, v in payload["state_dict"].items()}
+        elif payload.get("format") == FORMAT:
+            space, state = space_from_dict(json.loads(payload["space"])), payload["state_dict"]
+        else:
+            raise KeyError("format")
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is not an srsearch supernet file ({FORMAT}) or a checkpoint "
+                        "of `srsearch supernet`; train one with `srsearch supernet`") from None
     net = SuperNet(space)
     net.load_state_dict(state)
     return net.eval()
@@ -182,14 +189,20 @@ def train_supernet(
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
-    from srsearch.training import SRDataModule, check_out_dir, make_trainer
+    from srsearch.rundir_lock import run_dir_lock
 
-    out = Path(out)
     if cfg.strategy == "ddp":
         # Each step touches only some block types and widths: DDP must expect unused weights.
         cfg = replace(cfg, strategy="ddp_find_unused_parameters_true")
+    with run_dir_lock(Path(out)) as out:
+        return _train_supernet(space, cfg, out, resume, k_random, k_deep, distill, warmup_steps)
+
+
+def _train_supernet(space: SearchSpace, cfg: Any, out: Path, resume: bool, k_random: int,
+                    k_deep: int, distill: float, warmup_steps: int | None) -> dict[str, Any]:
+    from srsearch.training import SRDataModule, check_out_dir, fit, make_trainer
+
     ckpt_path = check_out_dir(out, resume, final="supernet.pt")
-    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     warmup = cfg.max_steps // 10 if warmup_steps is None else warmup_steps
     module = SupernetModule(
@@ -203,21 +216,18 @@ def train_supernet(
         k_deep=k_deep,
     )
     trainer = make_trainer(cfg, out)
-    (out / "train_config.json").write_text(
-        json.dumps(
-            {
-                "space": space_to_dict(space),
-                "train": asdict(cfg),
-                "k_random": k_random,
-                "k_deep": k_deep,
-                "distill": distill,
-                "warmup_steps": warmup,
-            },
-            indent=2,
-            default=str,
-        )
+    atomic.write_json(
+        out / "train_config.json",
+        {
+            "space": space_to_dict(space),
+            "train": asdict(cfg),
+            "k_random": k_random,
+            "k_deep": k_deep,
+            "distill": distill,
+            "warmup_steps": warmup,
+        },
     )
-    trainer.fit(module, datamodule=SRDataModule(cfg), ckpt_path=ckpt_path)
+    fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     summary = {
         "steps": int(trainer.global_step),
@@ -226,5 +236,5 @@ def train_supernet(
     }
     if trainer.is_global_zero:
         save_supernet(module.supernet, out / "supernet.pt", extra=summary)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        atomic.write_json(out / "metrics.json", summary)
     return summary

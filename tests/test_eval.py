@@ -29,3 +29,17 @@ def test_eval_rejects_scale_mismatch(image_dir, tmp_path, capsys):
     path = save_model(build_model(preset_config("espcn", 3)), tmp_path / "m.pt")
     assert main(["eval", str(path), "--data", str(image_dir), "--scale", "2"]) == 2
     assert "is x3 but --scale is 2" in capsys.readouterr().err
+
+
+def test_exact_match_is_capped_and_json_is_standard(tmp_path):
+    """The probe: a flat image gave PSNR inf, written to JSON as Infinity."""
+    from PIL import Image
+
+    d = tmp_path / "flat"
+    d.mkdir()
+    Image.fromarray(np.full((48, 48, 3), 120, np.uint8)).save(d / "flat.png")
+    out = tmp_path / "e.json"
+    assert main(["eval", "bicubic", "--data", str(d), "--json", str(out)]) == 0
+    text = out.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["mean"]["psnr"] == 100.0

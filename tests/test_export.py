@@ -275,3 +275,21 @@ def test_depth_to_space_form_refuses_what_it_cannot_fold() -> None:
 
     with pytest.raises(tflite.ConversionError, match=r"cannot fold .*roll"):
         depth_to_space_form(Rolled(), torch.rand(1, 3, 4, 4))
+
+
+def test_export_never_writes_over_its_input(tmp_path: Path, capsys) -> None:
+    """The probe: `export --tflite cfg.json --out cfg.tflite` would write the sidecar cfg.json
+    over the config it exports; it is refused before any conversion, the config untouched."""
+    from srsearch.models import preset_config
+
+    cfg = tmp_path / "cfg.json"
+    text = json.dumps(preset_config("espcn", 2))
+    cfg.write_text(text)
+    assert main(["export", "--tflite", str(cfg), "--out", str(tmp_path / "cfg.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert f"its sidecar {cfg} would overwrite the model it exports" in err
+    assert cfg.read_text() == text and not (tmp_path / "cfg.tflite").exists()
+    with pytest.raises(UserError, match="would overwrite the model it exports"):  # pipeline
+        export_tflite(build_model(preset_config("espcn", 2)), tmp_path / "cfg.tflite",
+                      source=str(cfg))
+    assert cfg.read_text() == text

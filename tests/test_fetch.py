@@ -299,3 +299,13 @@ def test_data_info(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("train: 8 images") and "val: 1 images" in out
     assert "im8  HR 16x12  LR 8x6" in out
+
+
+def test_data_info_scale_defaults_to_2_and_is_checked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SRSEARCH_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(np.full((24, 32, 3), 9, np.uint8)).save(tmp_path / "im.png")
+    assert _run(["data", "info", "--data", str(tmp_path), "--split", "all"]) == 0
+    assert "x2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 5 (choose from 2, 3, 4)"
+        _run(["data", "info", "--data", str(tmp_path), "--scale", "5"])
+    assert "invalid choice: 5" in capsys.readouterr().err

@@ -5,7 +5,13 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from srsearch.metrics import calculate_psnr, calculate_ssim, rgb_to_y, tensor_to_uint8
+from srsearch.metrics import (
+    PSNR_CAP_DB,
+    calculate_psnr,
+    calculate_ssim,
+    rgb_to_y,
+    tensor_to_uint8,
+)
 
 
 def test_y_channel_endpoints_and_weights():
@@ -33,8 +39,21 @@ def test_psnr_shaves_border():
     b = a.copy()
     b[:2] = 200  # only the 2-pixel border differs
     b[:, -2:] = 0
-    assert calculate_psnr(a, b, 2) == math.inf
+    assert calculate_psnr(a, b, 2) == PSNR_CAP_DB  # identical after the shave
     assert calculate_psnr(a, b, 1) < 20
+
+
+def test_exact_match_is_a_finite_capped_psnr():
+    """The probe: a flat image reproduced exactly gave inf, written to JSON as Infinity."""
+    a = np.full((16, 16, 3), 128, np.uint8)
+    assert PSNR_CAP_DB == 100.0
+    assert calculate_psnr(a, a.copy(), 2) == 100.0 and calculate_psnr(a, a, 0, False) == 100.0
+    big = np.full((600, 600, 3), 128, np.uint8)
+    near = big.copy()
+    near[300, 300, 0] = 129  # 108.4 dB by the formula: reported at the cap
+    assert calculate_psnr(big, near, 2, test_y_channel=False) == 100.0
+    near[300:310, 300:310] = 140  # a real difference is unaffected
+    assert 60 < calculate_psnr(big, near, 2, test_y_channel=False) < 100
 
 
 def test_psnr_one_pixel_by_hand():

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from srsearch.cli import main
 
 TINY = """
@@ -71,3 +73,38 @@ def test_latency_warning_only_when_the_model_missed():
     text = latency_warning(21.95, 10)
     assert "10 validation nets by 22 %" in text and "speed changed" in text
     assert "--run-dir" in text and "srsearch latency validate" in text
+
+
+def test_budget_may_change_until_the_search_runs(tmp_path, monkeypatch):
+    """A budget the search refused (infeasible) is retried in the same run dir with another
+    one; once the search is done, the config is fixed."""
+    from dataclasses import asdict
+
+    import srsearch.pipeline as pipeline
+    from srsearch.errors import UserError
+    from srsearch.pipeline import PipelineConfig, StageLog, run_pipeline
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(asdict(PipelineConfig(budget_ms=1.0))))
+    StageLog(run / "stages.json").mark("supernet", {})
+    ran = []
+    monkeypatch.setattr(pipeline, "STAGES", tuple(
+        pipeline.Stage(s.name, lambda cfg, d, n=s.name: ran.append(n) or {})
+        for s in pipeline.STAGES))
+    run_pipeline(PipelineConfig(budget_ms=25.0), run)
+    assert json.loads((run / "config.json").read_text())["budget_ms"] == 25.0
+    assert "search" in ran and "supernet" not in ran
+    with pytest.raises(UserError, match="budget_ms: 25.0 -> 30.0"):
+        run_pipeline(PipelineConfig(budget_ms=30.0), run)  # the search is done now
+    with pytest.raises(UserError, match="scale"):
+        run_pipeline(PipelineConfig(budget_ms=25.0, scale=3), run)
+
+
+@pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0])
+def test_pipeline_budget_must_be_finite(budget):
+    from srsearch.errors import UserError
+    from srsearch.pipeline import PipelineConfig
+
+    with pytest.raises(UserError, match="budget_ms"):
+        PipelineConfig(budget_ms=budget)

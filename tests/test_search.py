@@ -511,7 +511,7 @@ def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_di
     assert summary["steps"] == 2 and 5 < summary["val_psnr"] < 60
     assert torch.equal(sub.head.weight, before)  # the input model is left alone
     assert not torch.equal(model.head.weight, before)  # the returned one was trained
-    ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["distill"] == 0.5
     assert any(k.startswith("teacher.") for k in ckpt["state_dict"])
     from dataclasses import replace
@@ -519,3 +519,58 @@ def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_di
     _, again = finetune(sub, replace(cfg, max_steps=3), tmp_path / "ft", teacher=teacher,
                         distill=0.5)
     assert again["steps"] == 3  # continued from the checkpoint
+
+
+# --- budget checked before anything is written (issue 16, 4.5) ----------------------------------
+
+
+@pytest.mark.parametrize("budget", ["inf", "nan", "-1.0"])
+def test_non_finite_budget_is_refused(budget):
+    with pytest.raises(UserError, match=f"--budget-ms {budget} is invalid"):
+        RunConfig(budget_ms=float(budget))
+
+
+def test_infeasible_budget_writes_nothing_and_a_retry_works(supernet, image_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    from srsearch.cli import main
+    from srsearch.commands import search as command
+    from supernet.training import save_supernet
+
+    monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
+    save_supernet(supernet, tmp_path / "supernet.pt")
+    out = tmp_path / "run"
+    args = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--lut", "unused.json",
+            "--budget-ms", "0.001", "--data", str(image_dir), "--out", str(out), "--trials", "2",
+            "--stage3-trials", "0", "--finetune-steps", "0", "--crop", "16"]
+    assert main(args) == 2
+    low = FakePredictor().predict(SPACE.min_arch())
+    assert f"predicted {low:.2f} ms" in capsys.readouterr().err
+    assert not out.exists()  # no config.json (nor folder) blocks the retry
+    assert main(["search", *args[1:6], str(BUDGET), *args[7:]]) == 0  # a plain retry
+    assert main([*args[:6], "inf", *args[7:]]) == 2
+    assert "--budget-ms inf is invalid" in capsys.readouterr().err
+
+
+def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_path,
+                                                      monkeypatch, capsys):
+    """The probe: the message said to delete arch.json 'to search again', which then failed at
+    stage 3 ("other settings"). It now says what works, and doing so works."""
+    import shutil
+
+    from srsearch.cli import main
+    from srsearch.commands import search as command
+    from supernet.training import save_supernet
+
+    monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
+    save_supernet(supernet, tmp_path / "supernet.pt")
+    out = tmp_path / "run"
+    args = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--lut", "unused.json",
+            "--budget-ms", str(BUDGET), "--data", str(image_dir), "--out", str(out),
+            "--trials", "2", "--stage3-trials", "1", "--finetune-steps", "0", "--crop", "16"]
+    assert main(args) == 0
+    (out / "search.db").unlink()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "another --out" in err and f"delete {out}" in err
+    shutil.rmtree(out)  # as the message says
+    assert main(args) == 0

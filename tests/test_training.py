@@ -38,7 +38,7 @@ def test_train_writes_model_logs_and_metrics(image_dir, tmp_path):
 
 
 def _ckpt_step(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 def test_killed_run_resumes_without_losing_steps(image_dir, tmp_path, cli_env):
@@ -94,3 +94,56 @@ def test_bad_flags_are_named(image_dir, tmp_path, flag, value, msg, capsys):
             flag, value]
     assert main(args) == 2
     assert msg in capsys.readouterr().err
+
+
+class _Killed(Exception):
+    """Stands in for a kill in the middle of an epoch."""
+
+
+def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypatch):
+    """The probe: a run killed mid-epoch replayed that epoch's patches on resume and ended at
+    another PSNR. Killed at step 5 (last checkpoint step 3, epochs of 4 steps) and resumed,
+    it ends with the uninterrupted run's exact weights."""
+    import lightning as L
+
+    import srsearch.training as training
+
+    args = ["train", "--arch", "espcn", "--data", str(image_dir), "--max-steps", "8",
+            "--val-every", "4", "--ckpt-every", "3", *TINY]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+
+    class KillAt(L.Callback):
+        def on_train_batch_end(self, trainer, *a) -> None:
+            if trainer.global_step == 5:
+                raise _Killed
+
+    make = training.make_trainer
+    monkeypatch.setattr(training, "make_trainer",
+                        lambda cfg, out, callbacks=None: make(cfg, out, [KillAt()]))
+    out = tmp_path / "resumed"
+    with pytest.raises(_Killed):
+        main([*args, "--out", str(out)])
+    assert _ckpt_step(out / "checkpoints" / "last.ckpt") == 3
+    monkeypatch.setattr(training, "make_trainer", make)
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+
+    whole, _ = load_model_file(tmp_path / "whole" / "model.pt")
+    resumed, extra = load_model_file(out / "model.pt")
+    assert extra["steps"] == 8
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", out)]
+    assert metrics[0]["val_psnr"] == metrics[1]["val_psnr"]
+
+
+def test_step_sampler_continues_mid_epoch():
+    from srsearch.datasets import StepSampler
+
+    step = [0]
+    s = StepSampler(2, 3, lambda: step[0])
+    assert list(s) == [0, 1, 2, 3, 4, 5] and len(s) == 6
+    step[0] = 4  # resumed at step 4: the rest of epoch 1 (steps 4 and 5)
+    assert list(s) == [8, 9, 10, 11]
+    ranks = [list(StepSampler(2, 1, lambda: 1, rank=r, world=2)) for r in range(2)]
+    assert ranks == [[4, 5], [6, 7]]  # step 1: samples 4..7, split between the two ranks

@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     i = actions.add_parser("info", help="list the images of each split of a --data spec")
     i.add_argument("--data", required=True, help="'builtin', a folder of HR images, div2k:ROOT")
-    i.add_argument("--scale", type=int, default=4)
+    i.add_argument("--scale", type=int, default=2, choices=(2, 3, 4),
+                   help="upscaling factor (default: 2, as in the other commands)")
     i.add_argument("--split", choices=["train", "val", "all"], help="one split (default: both)")
     p.set_defaults(func=run)
 

@@ -44,16 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from srsearch.evaluate import evaluate, format_table, write_json
     from srsearch.modelio import resolve_model
     from srsearch.models import inference_form
+    from srsearch.outpaths import check_out_file
 
     model, name = resolve_model(args.model, args.scale)
     model_scale = int(model.config()["scale"])
     if model_scale != args.scale:
         raise UserError(f"model {args.model} is x{model_scale} but --scale is {args.scale}")
+    out = check_out_file(args.json or Path(f"eval_{name}_x{args.scale}.json"), "--json")
     images = load_images(args.data, args.scale, args.split)
     result = evaluate(inference_form(model), images, args.scale, rgb=args.rgb, progress=True)
     result.update(model=str(args.model), data=args.data)
     print(format_table(result, name))
-    out = args.json or Path(f"eval_{name}_x{args.scale}.json")
     write_json(result, out)
     print(f"wrote {out}")
     return 0

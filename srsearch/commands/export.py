@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.errors import UserError
-    from srsearch.export import export_tflite, parse_size
+    from srsearch.export import check_output, export_tflite, parse_size
     from srsearch.modelio import resolve_model
 
     if Path(args.tflite).suffix == ".tflite":
@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.calib_samples < 1 or args.val_images < 1:
         raise UserError("--calib-samples and --val-images must be at least 1")
+    if Path(args.out).suffix != ".tflite":
+        raise UserError(f"--out {args.out}: give a path ending in .tflite")
+    check_output(args.out, args.tflite)  # before loading and converting anything
     model, name = resolve_model(args.tflite, args.scale)
     export_tflite(
         model,

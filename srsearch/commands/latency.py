@@ -205,18 +205,25 @@ def _target_record(args: argparse.Namespace, device: Any) -> dict[str, Any]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    import time
-
     from rich.console import Console
+
+    from srsearch.rundir_lock import file_lock
+
+    console = Console()
+    out_size = parse_size(args.out_size)
+    space = space_from_args(args)
+    with file_lock(args.out):
+        return _build(args, console, out_size, space)
+
+
+def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], space: Any) -> int:
+    import time
 
     from android_bench import device_from_target
     from srsearch._imageio import default_cache_dir
     from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
     from srsearch.latency._runner import probe_cache_dir
 
-    console = Console()
-    out_size = parse_size(args.out_size)
-    space = space_from_args(args)
     device = device_from_target(args.target, **_device_options(args))
     lr_hw = lr_size(out_size, space.scale)
     n_keys = len(distinct_keys(space, lr_hw))
@@ -273,7 +280,10 @@ def run_validate(args: argparse.Namespace) -> int:
     from srsearch.latency import LatencyModel, validate, validation_path
 
     console = Console()
+    from srsearch.outpaths import check_out_file
+
     model = LatencyModel.load(args.lut)
+    check_out_file(validation_path(args.lut), "validation report")
     target = dict(model.table.target)
     if not target:
         raise UserError(f"{args.lut} records no target to rebuild; rebuild the table")

@@ -12,7 +12,6 @@ in-place distillation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from srsearch.training import SRDataModule, SRModule, TrainConfig, last_checkpoint, make_trainer
+from srsearch import atomic
+from srsearch.training import (
+    SRDataModule,
+    SRModule,
+    TrainConfig,
+    fit,
+    make_trainer,
+    resume_checkpoint,
+)
 from supernet.subnet import SubNet
 
 
@@ -61,6 +68,7 @@ def finetune(model: SubNet, cfg: TrainConfig, out: Path, *, teacher: SubNet | No
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = FinetuneModule(model.config(), lr=cfg.lr, max_steps=cfg.max_steps,
                             teacher_config=teacher.config() if teacher is not None else None,
@@ -68,11 +76,11 @@ def finetune(model: SubNet, cfg: TrainConfig, out: Path, *, teacher: SubNet | No
     module.model.load_state_dict(model.state_dict())
     if module.teacher is not None:
         module.teacher.load_state_dict(teacher.state_dict())
-    (out / "train_config.json").write_text(json.dumps(
-        {"model": model.config(), "train": asdict(cfg), "distill": distill,
-         "teacher": teacher.config() if teacher is not None else None}, indent=2, default=str))
+    atomic.write_json(out / "train_config.json", {
+        "model": model.config(), "train": asdict(cfg), "distill": distill,
+        "teacher": teacher.config() if teacher is not None else None})
     trainer = make_trainer(cfg, out)
-    trainer.fit(module, datamodule=SRDataModule(cfg), ckpt_path=last_checkpoint(out))
+    fit(trainer, module, SRDataModule(cfg), ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary = {"steps": int(trainer.global_step), "val_psnr": metrics.get("val/psnr"),
                "val_ssim": metrics.get("val/ssim")}

@@ -102,7 +102,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "--budget-ms": (self.budget_ms > 0, "positive"),
+            "--budget-ms": (math.isfinite(self.budget_ms) and self.budget_ms > 0,
+                            "a positive number of ms (not inf or nan)"),
             "--budget-floor": (0 <= self.budget_floor < 1, "in [0, 1)"),
             "--overshoot": (0 <= self.overshoot <= 1, "in [0, 1]"),
             "--trials": (self.trials >= 1, "at least 1"),
@@ -281,12 +282,25 @@ def run_search(
         supernet_path: Where ``supernet`` was loaded from, recorded in ``config.json`` so that
             `srsearch compare` can count its training and re-fine-tune from it.
     """
+    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.search.stage2 import check_budget
+
+    # Before anything is written: a budget no subnet meets must not leave a config.json behind
+    # (a plain retry would be refused, and --resume with another budget too).
+    check_budget(supernet.space, predictor, cfg.budget_ms * (1 + cfg.overshoot))
+    with run_dir_lock(Path(out)) as out:
+        return _run_search(supernet, predictor, cfg, out, resume, device, baselines,
+                           export_options, progress)
+
+
+def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
+                resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
+                export_options: Mapping[str, Any] | None, progress: bool) -> dict[str, Any]:
     from srsearch.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
-    out = Path(out)
     space = supernet.space
     scale = space.scale
     config = {**asdict(cfg), "space": repr(space),
@@ -317,8 +331,11 @@ def run_search(
     if arch_path.is_file():
         study = load_study(db, STUDY_NAME)
         if study is None:
-            raise UserError(f"{arch_path} exists but {db} holds no stage-2 search; delete "
-                            f"{arch_path.name} to search again")
+            # Deleting arch.json alone would not do: stage 3, the fine-tune and the model
+            # in this folder belong to the old architecture.
+            raise UserError(f"{arch_path} exists but {db} holds no stage-2 search (the "
+                            f"database was deleted or replaced), so this run cannot be resumed; "
+                            f"search again with another --out (or delete {out} first)")
         s2 = stage2_result(study)
     else:
         s2 = search_architecture(space, s2_predictor, evaluator, s2cfg, db,

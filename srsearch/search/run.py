@@ -290,12 +290,13 @@ def run_search(
     check_budget(supernet.space, predictor, cfg.budget_ms * (1 + cfg.overshoot))
     with run_dir_lock(Path(out)) as out:
         return _run_search(supernet, predictor, cfg, out, resume, device, baselines,
-                           export_options, progress)
+                           export_options, progress, supernet_path)
 
 
 def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
                 resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
-                export_options: Mapping[str, Any] | None, progress: bool) -> dict[str, Any]:
+                export_options: Mapping[str, Any] | None, progress: bool,
+                supernet_path: Path | None = None) -> dict[str, Any]:
     from srsearch.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "train",
     "eval",
+    "upscale",
     "supernet",
     "bench",
     "latency",

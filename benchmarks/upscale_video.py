@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
+from srsearch._quiet import quiet_library_logs  # noqa: E402
 from srsearch.export import export_tflite  # noqa: E402
 from srsearch.models import build_model, preset_config  # noqa: E402
 from srsearch.tflite_model import tile_starts  # noqa: E402
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    quiet_library_logs()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n = make_clip(tmp / "clip.mp4", args.seconds)

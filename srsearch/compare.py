@@ -13,6 +13,7 @@ all of them on one target, evaluates them on the given data and writes one table
 | ``RUN_DIR/compare/compare.json`` | everything below, machine-readable |
 | ``RUN_DIR/compare/compare.md``, ``compare.csv`` | the side-by-side table |
 | ``RUN_DIR/compare/compare.png`` | PSNR against measured latency |
+| ``RUN_DIR/compare/crops.png`` | crops: HR, bicubic, best baseline within budget, searched |
 
 Every step is skipped when its output exists, so a killed compare resumes (a baseline's
 training resumes from its last checkpoint). Latencies are measured again on every call, all
@@ -281,6 +282,11 @@ def compare_run(
             f"[compare] {name:<12} {rows[name]['psnr'][first]:.3f} dB on {first}"
             + (f", {latency[name]:.2f} ms" if name in latency else "")
         )
+    from srsearch.grid import report_grid
+
+    first = sets[0][0]
+    crops = report_grid(sets[0][1], models, {n: r["psnr"][first] for n, r in rows.items()},
+                        latency, run.search.budget_ms, run.scale, out / "crops.png")
     result = {
         "run": str(run.run_dir),
         "data": run.search.data,
@@ -294,6 +300,7 @@ def compare_run(
         "eval_sets": [s for s, _ in sets],
         "models": rows,
         "margins": margins(rows, [s for s, _ in sets], run.search.budget_ms),
+        "crops": crops,
     }
     atomic.write_json(out / "compare.json", result)
     write_tables(result, out)
@@ -367,6 +374,7 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
                 f"{m['margin_db']:+.3f} dB."
             )
     lines.append("")
+    lines += result.get("crops", {}).get("markdown", [])
     atomic.write_text(out / "compare.md", "\n".join(lines))
 
 

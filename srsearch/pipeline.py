@@ -415,11 +415,25 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     fig.savefig(run_dir / "psnr_latency.png", dpi=120)
     plt.close(fig)
     lines += ["![PSNR against measured latency](psnr_latency.png)", ""]
+    lines += _crops(cfg, run_dir, next(iter(table.values())), lat)
     if (run_dir / "search" / "pareto.png").is_file():
         lines += ["![Search: PSNR against predicted latency](search/pareto.png)", ""]
     lines += ["Config:", "", "```json", json.dumps(asdict(cfg), indent=2), "```", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return {"report": str(run_dir / "report.md")}
+
+
+def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
+           lat: dict[str, float]) -> list[str]:
+    """crops.png (`srsearch.grid`) of two validation images; the report's lines for it."""
+    from srsearch.compare import inference_models
+    from srsearch.datasets import load_images
+    from srsearch.grid import report_grid
+
+    models = inference_models(_models(cfg, run_dir), cfg.scale)
+    psnr = {name: r["psnr"] for name, r in rows.items()}
+    return report_grid(load_images(cfg.data, cfg.scale, "val"), models, psnr, lat,
+                       cfg.budget_ms, cfg.scale, run_dir / "crops.png")["markdown"]
 
 
 STAGES: tuple[Stage, ...] = (

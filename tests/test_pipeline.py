@@ -40,6 +40,7 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     assert all(r["median_ms"] > 0 for r in bench.values())
     assert (run_dir / "export" / "searched.tflite").is_file()
     assert (run_dir / "psnr_latency.png").is_file()
+    assert (run_dir / "crops.png").is_file() and "](crops.png)" in report
     assert 0 <= stages["latency"]["mape_pct"] and -1 <= stages["latency"]["spearman"] <= 1
     capsys.readouterr()
     # rerun: every stage is skipped, nothing is recomputed

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "train",
     "eval",
+    "upscale",
     "supernet",
     "bench",
     "latency",
@@ -39,19 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_converter_logs() -> None:
-    """The converter's C++ INFO lines (one per exported model) and a torch deprecation
-    warning it triggers drown the progress output; errors still show. Child processes
-    inherit the environment variable."""
-    import os
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-
-
 def main(argv: list[str] | None = None) -> int:
-    _quiet_converter_logs()
+    from srsearch._quiet import quiet_library_logs
+
+    quiet_library_logs()  # worker pools call it too (srsearch.latency._runner)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

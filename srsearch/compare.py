@@ -22,6 +22,7 @@ on the given data, and written into one table:
 | ``RUN_DIR/compare/compare.json`` | everything below, machine-readable |
 | ``RUN_DIR/compare/compare.md``, ``compare.csv`` | the side-by-side table |
 | ``RUN_DIR/compare/compare.png`` | PSNR against measured latency |
+| ``RUN_DIR/compare/crops.png`` | crops: HR, bicubic, best baseline within budget, searched |
 
 Every step is skipped when its output exists, so a killed compare resumes (a training run
 resumes from its last checkpoint). Latencies are measured again on every call, all models in
@@ -363,6 +364,11 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
             f"{first_set} ({len(names)} seed(s))"
             + (f", {latency[name]:.2f} ms" if name in latency else ""))
     set_names = [s for s, _ in sets]
+    from srsearch.grid import report_grid
+
+    baseline_psnr = {n: r["psnr"][set_names[0]] for n, r in result_rows.items() if n != SCRATCH}
+    crops = report_grid(sets[0][1], models, baseline_psnr, latency, cfg0.budget_ms, run.scale,
+                        out / "crops.png")
     result = {
         "run": str(run.run_dir),
         "data": cfg0.data,
@@ -381,6 +387,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         "models": result_rows,
         "margins": margins(result_rows, set_names, cfg0.budget_ms),
         "fair_margins": fair_margins(result_rows, set_names, cfg0.budget_ms),
+        "crops": crops,
     }
     atomic.write_json(out / "compare.json", result)
     write_tables(result, out)

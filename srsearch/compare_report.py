@@ -154,6 +154,7 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
                 "significant means above two standard deviations, with 2+ seeds each)."
             )
     lines.append("")
+    lines += (result.get("crops") or {}).get("markdown", [])
     atomic.write_text(out / "compare.md", "\n".join(lines))
 
 

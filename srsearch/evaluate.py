@@ -17,7 +17,8 @@ from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 @torch.no_grad()
 def super_resolve(model: nn.Module, lr: np.ndarray) -> np.ndarray:
     """Run ``model`` on one uint8 RGB LR image; returns the uint8 RGB SR image."""
-    x = torch.from_numpy(lr).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    # a float copy: dataset images are read-only, which torch.from_numpy warns about
+    x = torch.from_numpy(np.array(lr, dtype=np.float32)).permute(2, 0, 1).div(255.0).unsqueeze(0)
     return tensor_to_uint8(model(x))
 
 

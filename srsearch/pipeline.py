@@ -24,45 +24,65 @@ from srsearch import atomic
 from srsearch.errors import UserError
 
 
+def _doc(default: Any, help: str) -> Any:
+    """A field with its help text in ``metadata["help"]``: `srsearch pipeline` makes one flag
+    per field from it (`srsearch.commands.pipeline`)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The main job's settings; ``--config FILE`` (TOML) overrides any of them by name."""
+    """The main job's settings: each field is a `srsearch pipeline` flag (``budget_ms`` is
+    ``--budget-ms``) and a key of a ``--config FILE`` (TOML); flags override the file."""
 
-    data: str = "builtin"  # training data spec
-    eval_data: tuple[str, ...] = ()  # extra evaluation sets (specs); the val split is always used
-    scale: int = 2
+    data: str = _doc("builtin", "training data: 'builtin', a folder of HR images or div2k:ROOT")
+    eval_data: tuple[str, ...] = _doc(
+        (), "extra evaluation sets (data specs); the val split of --data is always used"
+    )
+    scale: int = _doc(2, "upscaling factor: 2, 3 or 4")
     # The fixed presets nearest the default 30 ms budget on a 2-core host (ESPCN and FSRCNN-s
     # measured 60-80 ms there); the baseline stage adds the ECBSR-style net scaled to the
     # budget and the searched architecture trained from scratch. `srsearch compare` trains the
     # full set. FSRCNN exports through its exact sub-pixel form.
-    baselines: tuple[str, ...] = ("ecbsr-m4c8", "ecbsr-m4c16")
-    train_steps: int = 1000  # fine-tune steps of the searched model
-    scaled_baseline: bool = True  # also train the ECBSR-style net scaled to the budget
-    from_scratch: bool = True  # also train the searched architecture from random init
-    batch_size: int = 16
-    lr_patch: int = 48
-    supernet_steps: int = 1000  # stage 1
-    max_width: int = 32  # search space: widest layer (multiple of 4)
-    max_depth: int = 8  # search space: most cells
-    search_trials: int = 100  # stage 2 candidates
-    stage3_trials: int = 20  # stage 3 pruning-ratio candidates
-    latency_runs: int = 10  # benchmark runs per latency-table entry
-    latency_nets: int = 20  # whole nets measured to fit the latency model's net term
-    validate_nets: int = 10  # whole nets measured to validate it (0: skip)
-    target: str = "host"  # latency target: host or adb:SERIAL
-    threads: int = 2
-    benchmark_binary: str | None = None  # benchmark_model path, for adb targets
-    budget_ms: float = 30.0
-    budget_floor: float = 0.85  # search only nets predicted at >= this x budget (0: off)
-    overshoot: float = 0.0  # stage 2 searches under (1 + this) x budget, stage 3 prunes back
-    deploy_precision: str = "fp32"  # fp32 or int8: what the latency table times and export ships
-    out_size: str = "1280x720"
-    bench_runs: int = 20  # runs per model in the final 720p benchmark
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    seed: int = 0
+    baselines: tuple[str, ...] = _doc(
+        ("ecbsr-m4c8", "ecbsr-m4c16"),
+        "fixed hand-designed presets, each trained for supernet + fine-tune steps",
+    )
+    train_steps: int = _doc(1000, "fine-tune steps of the searched model")
+    scaled_baseline: bool = _doc(
+        True, "also train the ECBSR-style net the latency model puts closest under the budget"
+    )
+    from_scratch: bool = _doc(
+        True, "also train the searched architecture from random init with the baselines' recipe"
+    )
+    batch_size: int = _doc(16, "training batch size")
+    lr_patch: int = _doc(48, "LR training patch side (px)")
+    supernet_steps: int = _doc(1000, "stage 1: supernet training steps")
+    max_width: int = _doc(32, "search space: widest layer (multiple of 4)")
+    max_depth: int = _doc(8, "search space: most cells")
+    search_trials: int = _doc(100, "stage 2: architecture candidates")
+    stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates")
+    latency_runs: int = _doc(10, "benchmark runs per latency-table entry")
+    latency_nets: int = _doc(20, "whole nets measured to fit the latency model's net term")
+    validate_nets: int = _doc(10, "whole nets measured to validate the latency model (0: skip)")
+    target: str = _doc("host", "latency target: host or adb:SERIAL")
+    threads: int = _doc(2, "CPU threads on the target")
+    benchmark_binary: str | None = _doc(None, "benchmark_model path on this machine, for adb")
+    budget_ms: float = _doc(30.0, "latency budget (ms) at --out-size on the target")
+    budget_floor: float = _doc(0.85, "search only nets predicted at >= this x budget (0: off)")
+    overshoot: float = _doc(
+        0.0, "stage 2 searches under (1 + this) x budget, stage 3 prunes back into it"
+    )
+    deploy_precision: str = _doc(
+        "fp32", "fp32 or int8: what the latency table times and export ships"
+    )
+    out_size: str = _doc("1280x720", "output (HR) frame size WxH the latency is measured at")
+    bench_runs: int = _doc(20, "runs per model in the final benchmark")
+    accelerator: str = _doc("cpu", "Lightning accelerator: cpu, gpu, auto, ...")
+    devices: int | str = _doc(1, "Lightning devices: a number, a list or 'auto'")
+    strategy: str = _doc("auto", "Lightning strategy: auto, ddp, ...")
+    precision: str = _doc("32-true", "Lightning training precision: 32-true, bf16-mixed, ...")
+    seed: int = _doc(0, "random seed of training and search")
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
@@ -86,18 +106,25 @@ class PipelineConfig:
                             "choice back into the budget)")
 
     @classmethod
-    def from_toml(cls, path: Path) -> PipelineConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"--config {path}: no such file")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"--config {path}: not valid TOML ({exc})") from exc
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise UserError(f"--config {path}: unknown keys {unknown}; known: {sorted(known)}")
+    def from_toml(
+        cls, path: Path | None, overrides: dict[str, Any] | None = None
+    ) -> PipelineConfig:
+        """The settings of TOML file ``path`` (None: the defaults), with ``overrides`` (field
+        name -> value, e.g. from flags) taking precedence."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise UserError(f"--config {path}: no such file")
+            try:
+                raw = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise UserError(f"--config {path}: not valid TOML ({exc})") from exc
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(raw) - known)
+            if unknown:
+                raise UserError(f"--config {path}: unknown keys {unknown}; known: {sorted(known)}")
+        raw |= overrides or {}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
@@ -471,11 +498,26 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     fig.savefig(run_dir / "psnr_latency.png", dpi=120)
     plt.close(fig)
     lines += ["![PSNR against measured latency](psnr_latency.png)", ""]
+    lines += _crops(cfg, run_dir, next(iter(table.values())), lat)
     if (run_dir / "search" / "pareto.png").is_file():
         lines += ["![Search: PSNR against predicted latency](search/pareto.png)", ""]
     lines += ["Config:", "", "```json", json.dumps(asdict(cfg), indent=2), "```", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     return {"report": str(run_dir / "report.md")}
+
+
+def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
+           lat: dict[str, float]) -> list[str]:
+    """crops.png (`srsearch.grid`) of two validation images; the report's lines for it."""
+    from srsearch.compare import inference_models
+    from srsearch.datasets import load_images
+    from srsearch.grid import report_grid
+
+    models = inference_models(_models(cfg, run_dir), cfg.scale)
+    # the from-scratch row is the searched architecture, not a baseline
+    psnr = {name: r["psnr"] for name, r in rows.items() if name != "searched-scratch"}
+    return report_grid(load_images(cfg.data, cfg.scale, "val"), models, psnr, lat,
+                       cfg.budget_ms, cfg.scale, run_dir / "crops.png")["markdown"]
 
 
 STAGES: tuple[Stage, ...] = (

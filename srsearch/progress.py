@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def bar_progress(console: Any, description: str = "{task.description}") -> Any:
+def bar_progress(
+    console: Any, description: str = "{task.description}", extra: tuple[Any, ...] = ()
+) -> Any:
     """A rich `Progress` with the columns every srsearch bar shows: description, bar, done/total,
-    elapsed and remaining time."""
+    ``extra`` columns (e.g. a rate), elapsed and remaining time."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -21,6 +23,7 @@ def bar_progress(console: Any, description: str = "{task.description}") -> Any:
         TextColumn(description),
         BarColumn(),
         MofNCompleteColumn(),
+        *extra,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

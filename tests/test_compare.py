@@ -92,6 +92,13 @@ def test_compare_trains_measures_and_writes_one_table(run_dir, capsys):
     assert "| searched |" in table and "| espcn |" in table and "searched minus" in table
     assert [r["model"] for r in csv.DictReader((out / "compare.csv").open())] == list(rows)
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # the crop grid: HR, bicubic, the best baseline within the budget (if any), searched
+    assert (out / "crops.png").read_bytes()[:4] == b"\x89PNG" and "(crops.png)" in table
+    crops = result["crops"]
+    assert crops["best_baseline"] == result["margins"][str(image_dir)]["best_baseline"]
+    labels = [p["label"] for p in crops["images"][0]["panels"]]
+    assert labels == ["HR", "bicubic", *[crops["best_baseline"]] * bool(crops["best_baseline"]),
+                      "searched"]
     assert json.loads((out / "compare.json").read_text())["margins"] == result["margins"]
     # a rerun trains nothing again
     mtime = (out / "espcn" / "model.pt").stat().st_mtime_ns

@@ -43,3 +43,18 @@ def test_exact_match_is_capped_and_json_is_standard(tmp_path):
     text = out.read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text)["mean"]["psnr"] == 100.0
+
+
+def test_super_resolve_takes_read_only_images_without_warning(image_dir):
+    import warnings
+
+    from srsearch.evaluate import super_resolve
+    from srsearch.models import build_model, preset_config
+
+    img = load_images(str(image_dir), 2, "val")[0]
+    assert not img.lr.flags.writeable  # dataset images are shared, hence read-only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy's "not writable" would raise
+        sr = super_resolve(build_model(preset_config("bicubic", 2)), img.lr)
+    assert sr.shape == img.hr.shape
+    assert calculate_psnr(sr, bicubic_upscale(img.lr, 2), 2) > 45  # the module is bicubic

@@ -528,3 +528,23 @@ def test_cli_build_int8_times_int8_files_and_keeps_precisions_apart(tmp_path, ca
     # an fp32 build into the int8 table is refused, naming the setting
     assert cli_main(args) == 2
     assert "has export" in capsys.readouterr().err
+
+
+def _leafspec_warnings_shown() -> int:
+    """In a worker: how many of torch's LeafSpec FutureWarnings would reach the console."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+    return len(caught)
+
+
+def test_export_workers_quiet_the_converters_warning(tmp_path):
+    """Warning filters do not cross into spawned workers: the pool sets them in each one."""
+    from srsearch.latency._runner import runner
+
+    class NoDevice:
+        pass
+
+    with runner(NoDevice(), None, jobs=2) as r:
+        assert r.pool.submit(_leafspec_warnings_shown).result() == 0

@@ -28,7 +28,9 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     config = tmp_path / "tiny.toml"
     config.write_text(TINY.format(data=image_dir))
     run_dir = tmp_path / "run"
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    flags = ["--config", str(config), "--run-dir", str(run_dir), "--budget-ms", "20"]
+    assert main(["pipeline", *flags]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["budget_ms"] == 20.0  # flag wins
     stages = json.loads((run_dir / "stages.json").read_text())
     assert list(stages) == ["supernet", "latency", "search", "baselines", "export", "bench",
                             "evaluate", "report"]
@@ -47,12 +49,63 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     assert all(r["median_ms"] > 0 for r in bench.values())
     assert (run_dir / "export" / "searched.tflite").is_file()
     assert (run_dir / "psnr_latency.png").is_file()
+    assert (run_dir / "crops.png").is_file() and "](crops.png)" in report
     assert 0 <= stages["latency"]["mape_pct"] and -1 <= stages["latency"]["spearman"] <= 1
     capsys.readouterr()
     # rerun: every stage is skipped, nothing is recomputed
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    assert main(["pipeline", *flags]) == 0
     out = capsys.readouterr().out
     assert out.count("(done, skipped)") == 8
+
+
+def _pipeline_parser():
+    import argparse
+
+    from srsearch.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["pipeline"]
+
+
+def test_pipeline_flags_are_the_config_fields():
+    from dataclasses import fields
+
+    from srsearch.pipeline import PipelineConfig
+
+    actions = {a.dest: a for a in _pipeline_parser()._actions}
+    names = [f.name for f in fields(PipelineConfig)]
+    assert set(actions) - {"help", "config", "run_dir"} == set(names)
+    for f in fields(PipelineConfig):
+        assert actions[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert f.metadata["help"] and f.metadata["help"] in actions[f.name].help
+    # tuples take several values; `devices` a number or a word
+    args = _pipeline_parser().parse_args(
+        ["--baselines", "espcn", "fsrcnn", "--eval-data", "/a", "/b", "--devices", "auto",
+         "--budget-ms", "20", "--scale", "4", "--target", "adb:SERIAL1"]
+    )
+    assert (args.baselines, args.eval_data, args.devices) == (["espcn", "fsrcnn"], ["/a", "/b"],
+                                                             "auto")
+    assert (args.budget_ms, args.scale, args.target) == (20.0, 4, "adb:SERIAL1")
+    assert _pipeline_parser().parse_args(["--devices", "4"]).devices == 4
+
+
+def test_pipeline_flags_override_the_toml_file(tmp_path):
+    from srsearch.commands.pipeline import config_overrides
+    from srsearch.pipeline import PipelineConfig
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('budget_ms = 1000.0\nscale = 3\nbaselines = ["espcn"]\n')
+    args = _pipeline_parser().parse_args(
+        ["--config", str(toml), "--budget-ms", "20", "--deploy-precision", "int8",
+         "--eval-data", "/x", "/y"]
+    )
+    cfg = PipelineConfig.from_toml(args.config, config_overrides(args))
+    assert cfg.budget_ms == 20.0 and cfg.deploy_precision == "int8"  # flags
+    assert cfg.scale == 3 and cfg.baselines == ("espcn",)  # file
+    assert cfg.eval_data == ("/x", "/y") and cfg.seed == 0  # flag tuple; default
+    no_flags = _pipeline_parser().parse_args([])
+    assert config_overrides(no_flags) == {}
+    assert PipelineConfig.from_toml(None, config_overrides(no_flags)) == PipelineConfig()
 
 
 def test_pipeline_config_errors_name_the_key(tmp_path, capsys):

@@ -73,7 +73,8 @@ class ImageScorer:
         self.scale, self.crop, self.with_ssim = scale, crop, ssim
         pairs = [center_crop(img.lr, img.hr, scale, crop) for img in images]
         self.hr = [np.ascontiguousarray(hr) for _, hr in pairs]
-        lrs = [torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).float() / 255.0
+        # float copies: dataset images are read-only, which torch.from_numpy warns about
+        lrs = [torch.from_numpy(np.array(lr, dtype=np.float32)).permute(2, 0, 1) / 255.0
                for lr, _ in pairs]  # (3, h, w) each
         same = len({t.shape for t in lrs}) == 1
         self._batches = [torch.stack(lrs)] if same else [t[None] for t in lrs]

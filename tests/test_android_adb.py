@@ -330,7 +330,7 @@ def test_cooldown_waits_for_normal(phone: FakePhone, graphs) -> None:
 
 
 def test_cli_bench_two_phones_rounds_and_flags(phone: FakePhone, graphs, tmp_path, capsys):
-    phone.set(DEVICES="AAA:device,BBB:device", THERMAL="[0, 0, 0, 1]")
+    phone.set(DEVICES="AAA:device,BBB:device", THERMAL="[0, 1]")
     out = tmp_path / "two.json"
     argv = ["bench", str(graphs["plain"]), str(graphs["mix"]), "--target", "adb:AAA,adb:BBB",
             "--benchmark-binary", str(phone.binary), "--runs", "2", "--warmup", "1",
@@ -341,9 +341,11 @@ def test_cli_bench_two_phones_rounds_and_flags(phone: FakePhone, graphs, tmp_pat
     first = report["targets"][0]["results"][0]
     assert len(first["round_ms"]) == 2
     assert first["median_ms"] == pytest.approx(statistics.median(first["round_ms"]))
-    assert report["targets"][0]["results"][0]["throttled"] is True  # status 1 after model 1
+    assert first["throttled"] is True  # status 1 after the first model
+    assert report["targets"][0]["device_id"] == report["targets"][1]["device_id"]
     printed = capsys.readouterr().out
-    assert printed.count("latency (ms)") == 2
+    assert printed.count("latency (ms)") == 1  # two identical phones: one fingerprint, one table
+    assert "AAA" in printed and "BBB" in printed
 
 
 def test_cli_bench_gpu_refusal_names_op(phone: FakePhone, graphs, capsys) -> None:
@@ -361,8 +363,17 @@ def test_cli_latency_build_takes_delegate() -> None:
     parser = argparse.ArgumentParser()
     latency.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["latency", "build", "--out", "x.json", "--target", "adb", "--delegate", "nnapi",
-         "--allow-partial-delegation"]  # fmt: skip
+        [
+            "latency",
+            "build",
+            "--out",
+            "x.json",
+            "--target",
+            "adb",
+            "--delegate",
+            "nnapi",
+            "--allow-partial-delegation",
+        ]  # fmt: skip
     )
     opts = latency._device_options(args)
     assert opts["delegate"] == "nnapi" and opts["allow_partial_delegation"] is True

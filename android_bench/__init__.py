@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from android_bench.adb import AdbDevice
+from android_bench.adb import AdbConnectionError, AdbDevice, DelegationError
 from android_bench.device import BenchResult, Device, DeviceError
 from android_bench.host import HostDevice
 
 __all__ = [
+    "AdbConnectionError",
     "AdbDevice",
     "BenchResult",
     "Device",
+    "DelegationError",
     "DeviceError",
     "HostDevice",
     "device_from_target",
@@ -27,6 +29,12 @@ _ADB_OPTIONS = {
     "adb",
     "timeout_s",
     "remote_dir",
+    "max_secs",
+    "allow_partial_delegation",
+    "gpu_precision",
+    "gpu_backend",
+    "cooldown_s",
+    "reconnect_timeout_s",
 }
 
 

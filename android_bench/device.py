@@ -33,6 +33,11 @@ class BenchResult:
     from it. `benchmark_model` on a phone prints only aggregates, so there `samples_ms` is
     empty, `p10_ms`/`p90_ms` are None, and `median_ms` is the tool's own median where it prints
     one (recent builds) or else its average, flagged by `median_is_avg=True`.
+
+    Percentiles mean the same on both targets: benchmark_model's `StatWithPercentiles`
+    (xla/tsl/util/stats_calculator.h) takes `std::nth_element` at index `n * p / 100` of the
+    runs, i.e. the sorted value at that index, no interpolation (the median of an even count is
+    the upper middle value); `from_samples` does the same. `std_ms` is the population deviation.
     """
 
     model: Path
@@ -51,18 +56,22 @@ class BenchResult:
     first_ms: float | None = None
     """The first (cold) inference, part of the warm-up."""
     memory_mb: float | None = None
-    """Resident memory grown while loading and running the model (approximate)."""
+    """Growth of the peak resident set (`getrusage` ru_maxrss), in MiB, from before loading the
+    model to after the last run: benchmark_model's "Memory footprint delta ... overall"
+    (profiling/memory_info.cc) on a phone; on the host the same high-water mark, reset to the
+    current size just before loading (Linux clear_refs), in the process that runs the model."""
     median_is_avg: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Target-specific values (e.g. benchmark_model's p5/p95) kept for the record."""
 
     @classmethod
     def from_samples(cls, model: Path, samples_ms: Sequence[float], **extra: Any) -> BenchResult:
-        """Statistics of raw per-run timings (linear-interpolated percentiles)."""
+        """Statistics of raw per-run timings, percentiles as benchmark_model's (see above)."""
         s = np.asarray(samples_ms, dtype=np.float64)
         if s.size == 0:
             raise ValueError(f"no timed runs for {model}")
-        p10, median, p90 = np.percentile(s, [10, 50, 90])
+        p5, p10, median, p90, p95 = (nth_percentile(s, p) for p in (5, 10, 50, 90, 95))
+        extra = {"p5_ms": p5, "p95_ms": p95, **extra.pop("extra", {}), **extra}
         return cls(
             model=Path(model),
             median_ms=float(median),
@@ -74,7 +83,8 @@ class BenchResult:
             std_ms=float(s.std()),
             runs=int(s.size),
             samples_ms=tuple(float(v) for v in s),
-            **extra,
+            **{k: extra.pop(k) for k in list(extra) if k in _FIELDS},
+            extra=extra,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,7 +95,15 @@ class BenchResult:
         return d
 
 
+_FIELDS = {f for f in BenchResult.__dataclass_fields__ if f != "extra"}
+
 ResultCallback = Callable[[BenchResult], None]
+
+
+def nth_percentile(values: Sequence[float] | np.ndarray, p: int) -> float:
+    """benchmark_model's percentile: the value `std::nth_element` puts at `n * p // 100`."""
+    s = np.sort(np.asarray(values, dtype=np.float64))
+    return float(s[min(len(s) - 1, len(s) * p // 100)])
 
 
 class Device(abc.ABC):
@@ -137,8 +155,10 @@ def check_paths(tflite_paths: Sequence[Path], runs: int, warmup: int) -> list[Pa
     """Validate benchmark arguments the same way for every device."""
     if runs < 1:
         raise UserError(f"runs={runs}: need at least 1 timed run")
-    if warmup < 0:
-        raise UserError(f"warmup={warmup}: must be >= 0")
+    if warmup < 1:
+        # benchmark_model's "First inference" is the first warm-up run; with none it reports 0
+        # and the first timed run pays the cold caches.
+        raise UserError(f"warmup={warmup}: need at least 1 warm-up run (--warmup)")
     paths = [Path(p) for p in tflite_paths]
     for p in paths:
         if not p.is_file():

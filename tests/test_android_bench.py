@@ -65,8 +65,8 @@ def test_host_benchmark(models: list[Path], isolate: bool) -> None:
     assert seen == results
     for r in results:
         _check_stats(r, runs=7)
-    if isolate:  # a fresh process per model: its memory growth is visible
-        assert all(r.memory_mb > 0.1 for r in results)
+    if isolate:  # a fresh process per model: its peak memory growth is visible
+        assert all(r.memory_mb > 0.1 for r in results), [r.memory_mb for r in results]
 
 
 def test_host_fingerprint() -> None:
@@ -88,10 +88,16 @@ def test_host_errors(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"garbage")
     with pytest.raises(DeviceError, match=r"LiteRT failed on .*bogus\.tflite"):
-        HostDevice(isolate=True).benchmark([bogus], runs=1, warmup=0)
+        HostDevice(isolate=True).benchmark([bogus], runs=1, warmup=1)
 
 
 # --- fake adb -------------------------------------------------------------------------------
+
+
+_FAKE_VARS = (
+    "DEVICES", "SIGNAL_ON", "DROP_ON", "DROP_STAYS", "OFFLINE_ON", "HANG_ON", "RUN_US", "CPUS",
+    "UNKNOWN_FLAGS", "GPU", "THERMAL", "NNAPI_OPS", "PROPS",
+)  # fmt: skip
 
 
 class FakePhone:
@@ -112,8 +118,8 @@ class FakePhone:
         monkeypatch.setenv("FAKE_ADB_ROOT", str(self.root))
         monkeypatch.setenv("FAKE_ADB_LOG", str(self.log))
         monkeypatch.setenv("FAKE_ADB_FIXED_TIMINGS", "1")
-        for var in ("FAKE_ADB_DEVICES", "FAKE_ADB_CRASH_ON", "FAKE_ADB_DROP_ON"):
-            monkeypatch.delenv(var, raising=False)
+        for var in _FAKE_VARS:
+            monkeypatch.delenv(f"FAKE_ADB_{var}", raising=False)
 
     def set(self, **env: str) -> None:
         for k, v in env.items():
@@ -126,7 +132,7 @@ class FakePhone:
         return sorted(
             str(p.relative_to(self.root))
             for p in self.root.rglob("*")
-            if p.name != ".fake_adb_state.json"
+            if p.name != ".fake_adb_state.json" and p.relative_to(self.root).parts[0] == "data"
         )
 
 
@@ -156,24 +162,27 @@ def test_adb_benchmark_batch(phone: FakePhone, models: list[Path]) -> None:
     dev = AdbDevice(benchmark_binary=phone.binary, threads=4, cpu_mask="f0", remote_dir=remote)
     results = dev.benchmark(models, runs=6, warmup=2)
 
-    # The fake prints base = 1000 us * call number; parsed values must match exactly.
+    # The fake times run i of call N as 1000 N + 10 (7i mod 11) us and prints benchmark_model's
+    # statistics of them; parsed values must match exactly.
     for call, (model, r) in enumerate(zip(models, results, strict=True), start=1):
         base = 1000 * call
+        warm = [base + 10 * ((7 * i) % 11) for i in range(2)]
+        timed = [base + 10 * ((7 * i) % 11) for i in range(2, 8)]
+        srt = sorted(timed)
         assert r.model == model
         assert r.runs == 6
-        assert r.median_ms == pytest.approx((base + 5) / 1000)
+        assert r.median_ms == pytest.approx(srt[3] / 1000)
         assert not r.median_is_avg
-        assert r.mean_ms == pytest.approx((base + 25.5) / 1000)
-        assert r.min_ms == pytest.approx((base - 50) / 1000)
-        assert r.max_ms == pytest.approx((base + 400) / 1000)
-        assert r.std_ms == pytest.approx(0.040)
-        assert r.init_ms == pytest.approx((20000 + call) / 1000)
-        assert r.first_ms == pytest.approx((base + 900) / 1000)
+        assert r.mean_ms == pytest.approx(sum(timed) / 6 / 1000, rel=1e-5)  # 6 digits printed
+        assert (r.min_ms, r.max_ms) == (srt[0] / 1000, srt[-1] / 1000)
+        assert r.init_ms > 0
+        assert r.first_ms == pytest.approx(warm[0] / 1000)
         assert r.memory_mb == pytest.approx(2.25 + call)
-        assert r.extra == pytest.approx(
-            {"p5_ms": (base - 40) / 1000, "p95_ms": (base + 350) / 1000,
-             "warmup_avg_ms": (base + 100.5) / 1000}
+        assert {k: r.extra[k] for k in ("p5_ms", "p95_ms", "warmup_avg_ms")} == pytest.approx(
+            {"p5_ms": srt[0] / 1000, "p95_ms": srt[5] / 1000,
+             "warmup_avg_ms": sum(warm) / 2 / 1000}
         )  # fmt: skip
+        assert r.extra["throttled"] is False
         assert r.p10_ms is None and r.p90_ms is None and r.samples_ms == ()
 
     calls = phone.calls()
@@ -182,7 +191,7 @@ def test_adb_benchmark_batch(phone: FakePhone, models: list[Path]) -> None:
     assert all(c[-1].startswith(remote + "/") for c in pushes)
     runs = [c for c in calls if c[:3] == ["-s", "FAKE0001", "shell"] and "--graph=" in c[3]]
     assert len(runs) == 2
-    assert runs[0][3].startswith("taskset f0 ")
+    assert runs[0][3].startswith("echo srsearch-pid:$$; exec taskset f0 ")
     assert "--num_threads=4" in runs[0][3] and "--use_xnnpack=true" in runs[0][3]
     assert "--num_runs=6" in runs[0][3] and "--warmup_runs=2" in runs[0][3]
     assert phone.device_files() == ["data", "data/local", "data/local/tmp"]  # all removed
@@ -191,11 +200,11 @@ def test_adb_benchmark_batch(phone: FakePhone, models: list[Path]) -> None:
 def test_adb_picks_serial_among_several(phone: FakePhone, models: list[Path]) -> None:
     phone.set(DEVICES="AAA:device,BBB:device")
     with pytest.raises(DeviceError, match=r"several devices attached: AAA \(device\), BBB"):
-        AdbDevice(benchmark_binary=phone.binary).benchmark(models[:1], runs=2, warmup=0)
+        AdbDevice(benchmark_binary=phone.binary).benchmark(models[:1], runs=2, warmup=1)
     dev = device_from_target("adb:BBB", benchmark_binary=phone.binary)
-    (result,) = dev.benchmark(models[:1], runs=2, warmup=0)
+    (result,) = dev.benchmark(models[:1], runs=2, warmup=1)
     assert result.runs == 2
-    assert all(c[:2] == ["-s", "BBB"] for c in phone.calls() if c != ["devices"])
+    assert all(c[:2] == ["-s", "BBB"] for c in phone.calls() if c[0] != "devices")
 
 
 @pytest.mark.parametrize(
@@ -230,14 +239,14 @@ def test_adb_missing_binary(phone: FakePhone, tmp_path: Path, models) -> None:
 
 
 def test_adb_crash_mid_batch(phone: FakePhone, models: list[Path]) -> None:
-    phone.set(CRASH_ON="2")
+    phone.set(SIGNAL_ON="2:11")
     seen = []
     with pytest.raises(DeviceError) as info:
         AdbDevice(benchmark_binary=phone.binary).benchmark(models, runs=3, on_result=seen.append)
     message = str(info.value)
     assert f"failed on model {models[1]}" in message
-    assert "exit status 139 (segmentation fault)" in message
-    assert "Segmentation fault" in message and "Loaded model" in message  # the log's tail
+    assert "exit status 139): segmentation fault (SIGSEGV)" in message
+    assert "Loaded model" in message  # the log's tail
     assert [r.model for r in seen] == models[:1]  # the first result was delivered
     assert phone.device_files() == ["data", "data/local", "data/local/tmp"]  # cleaned up
 
@@ -247,8 +256,11 @@ def test_adb_retries_dropped_connection(phone: FakePhone, models, caplog) -> Non
     with caplog.at_level(logging.WARNING, logger="android_bench.adb"):
         results = AdbDevice(benchmark_binary=phone.binary).benchmark(models, runs=2)
     assert len(results) == 2
-    assert results[0].median_ms == pytest.approx(2.005)  # call 1 dropped; the retry is call 2
-    assert f"dropped while benchmarking model {models[0]}; retrying once" in caplog.text
+    # call 1 dropped (exit 255, no text); the retry is call 2, whose timed runs 3 and 4 (after
+    # 3 warm-ups) take 2000 + 10 (7i mod 11) = 2100 and 2060 us; the median is the upper one
+    assert results[0].median_ms == pytest.approx(2.100)
+    assert f"lost FAKE0001 while benchmarking model {models[0]}" in caplog.text
+    assert "exit 255" in caplog.text and "retrying once" in caplog.text
     assert any(c[-1] == "wait-for-device" for c in phone.calls())
 
 
@@ -284,12 +296,15 @@ def test_device_from_target_errors(tmp_path: Path) -> None:
 
 def test_cli_bench_host(models: list[Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    flags = ["--runs", "4", "--warmup", "1", "--json", str(out)]
+    flags = ["--runs", "4", "--warmup", "1", "--rounds", "2", "--json", str(out)]
     assert cli_main(["bench", *map(str, models), *flags]) == 0
-    report = json.loads(out.read_text())
+    (report,) = json.loads(out.read_text())["targets"]
     assert report["device"]["kind"] == "host" and report["device_id"].startswith("host-")
     assert [r["model"] for r in report["results"]] == [str(m) for m in models]
-    assert all(len(r["samples_ms"]) == 4 for r in report["results"])
+    for r in report["results"]:
+        assert [len(x["samples_ms"]) for x in r["rounds"]] == [4, 4]
+        assert r["round_ms"] == [x["median_ms"] for x in r["rounds"]]
+        assert r["median_ms"] == pytest.approx(sum(r["round_ms"]) / 2)
     printed = capsys.readouterr().out
     assert "median" in printed and "plain.tflite" in printed
 
@@ -297,24 +312,29 @@ def test_cli_bench_host(models: list[Path], tmp_path: Path, capsys) -> None:
     third = tmp_path / "third.tflite"
     shutil.copyfile(models[0], third)
     assert cli_main(["bench", *map(str, models), str(third), *flags, "--resume"]) == 0
-    again = json.loads(out.read_text())["results"]
+    again = json.loads(out.read_text())["targets"][0]["results"]
     assert again[:2] == report["results"] and again[2]["model"] == str(third)
 
 
 def test_cli_bench_default_json_and_errors(models: list[Path], tmp_path: Path, capsys) -> None:
     model = tmp_path / "solo.tflite"
     shutil.copyfile(models[0], model)
-    assert cli_main(["bench", str(model), "--runs", "2", "--warmup", "0"]) == 0
+    assert cli_main(["bench", str(model), "--runs", "2", "--warmup", "1", "--rounds", "1"]) == 0
     assert json.loads((tmp_path / "solo.bench.json").read_text())["runs"] == 2
     assert cli_main(["bench", str(model), "--gpu"]) == 2
     assert "--target adb" in capsys.readouterr().err
+    assert cli_main(["bench", str(model), "--warmup", "0"]) == 2
+    assert "need at least 1 warm-up run" in capsys.readouterr().err
 
 
 def test_cli_bench_adb(phone: FakePhone, models: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "phone.json"
     argv = ["bench", str(models[0]), "--target", "adb:FAKE0001", "--gpu", "--runs", "3"]
-    assert cli_main([*argv, "--benchmark-binary", str(phone.binary), "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
+    argv += ["--rounds", "1", "--benchmark-binary", str(phone.binary), "--json", str(out)]
+    assert cli_main(argv) == 0
+    (report,) = json.loads(out.read_text())["targets"]
     assert report["device"]["name"] == "Pixel 7" and report["device"]["delegate"] == "gpu"
-    assert report["results"][0]["median_ms"] == pytest.approx(1.005)
+    # runs 3..5 after 3 warm-ups: 1000 + 10 * (7i mod 11) = 1100, 1060, 1020 us
+    assert report["results"][0]["median_ms"] == pytest.approx(1.060)
+    assert report["results"][0]["rounds"][0]["extra"]["delegation"]["full"] is True
     assert any("--use_gpu=true" in c[-1] for c in phone.calls())

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from srsearch.commands.bench import add_device_flags, device_options
 from srsearch.errors import UserError
 from srsearch.progress import ProgressBars
 
@@ -32,16 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--target", default="host", metavar="TARGET", help="'host', 'adb' or 'adb:SERIAL'"
     )
-    b.add_argument("--threads", type=int, default=None, help="CPU threads (host 2, adb 4)")
-    b.add_argument("--gpu", action="store_true", help="GPU delegate (adb targets only)")
-    b.add_argument("--cpu-mask", default=None, metavar="HEX", help="taskset mask on the phone")
-    b.add_argument(
-        "--benchmark-binary",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="Android benchmark_model binary (adb targets; docs/android.md)",
-    )
+    add_device_flags(b)  # --threads, --delegate, --gpu, --cpu-mask, --benchmark-binary, ...
     b.add_argument("--scale", type=int, default=2, choices=(2, 3, 4), help="upscaling factor")
     b.add_argument(
         "--out-size",
@@ -184,15 +176,10 @@ def space_from_args(args: argparse.Namespace):
 
 
 def _device_options(args: argparse.Namespace) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "threads": args.threads,
-        "delegate": "gpu" if args.gpu else None,
-        "benchmark_binary": args.benchmark_binary,
-        "cpu_mask": args.cpu_mask,
-    }
+    opts = device_options(args)
     if args.target == "host":
         opts["isolate"] = args.isolate
-    return {k: v for k, v in opts.items() if v is not None}
+    return opts
 
 
 def _target_record(args: argparse.Namespace, device: Any) -> dict[str, Any]:

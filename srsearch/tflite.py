@@ -52,33 +52,11 @@ FP16_ATOL = 1e-2
 INT8_ATOL = 0.05
 ATOL: dict[str, float] = {"fp32": FP32_ATOL, "fp16": FP16_ATOL, "int8": INT8_ATOL}
 
-# Operators the LiteRT GPU delegate accepts, by flatbuffer schema name. Source: the switch in
-# CheckGpuDelegateCompatibility(), google-ai-edge/LiteRT tflite/tools/versioning/
-# gpu_compatibility.cc (the check the delegate runs on each node, also behind
-# tf.lite.experimental.Analyzer's gpu_compatibility). The docs page
-# https://ai.google.dev/edge/litert/performance/gpu lists a subset of it (ADD, AVERAGE_POOL_2D,
-# CONCATENATION, CONV_2D, DEPTHWISE_CONV_2D, EXP, FULLY_CONNECTED, LOGISTIC, LSTM, MAX_POOL_2D,
-# MAXIMUM, MINIMUM, MUL, PAD, PRELU, RELU, RELU6, RESHAPE, RESIZE_BILINEAR, SOFTMAX,
-# STRIDED_SLICE, SUB, TRANSPOSE_CONV); the source adds e.g. DEPTH_TO_SPACE, TANH, TRANSPOSE.
-# Left out on purpose: CAST (only bool<->float and float32<->int32 pass) and BROADCAST_TO (not
-# in the switch). Per-op parameter checks (broadcast shapes, strides, ...) are not repeated
-# here: this is an op-level screen, the phone is the final word.
-GPU_DELEGATE_OPS: frozenset[str] = frozenset(
-    """
-    ABS ADD ADD_N ATAN2 AVERAGE_POOL_2D BATCH_MATMUL BITCAST CEIL CONCATENATION CONV_2D COS
-    CUMSUM DENSIFY DEPTH_TO_SPACE DEPTHWISE_CONV_2D DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE ELU
-    EMBEDDING_LOOKUP EQUAL EXP FLOOR FLOOR_DIV FLOOR_MOD FULLY_CONNECTED GATHER GELU GREATER
-    GREATER_EQUAL HARD_SWISH LEAKY_RELU LESS LESS_EQUAL LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR
-    LOGISTIC LSTM MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL ONE_HOT PACK PAD
-    PADV2 POW PRELU QUANTIZE REDUCE_ALL REDUCE_ANY REDUCE_MAX REDUCE_MIN REDUCE_PROD RELU RELU6
-    RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR REVERSE_V2 RIGHT_SHIFT ROUND
-    RSQRT SELECT SELECT_V2 SIGN SIN SLICE SOFTMAX SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE
-    SQUARED_DIFFERENCE STABLEHLO_BROADCAST_IN_DIM STABLEHLO_CBRT STABLEHLO_CLAMP
-    STABLEHLO_REMAINDER STABLEHLO_SHIFT_LEFT STRIDED_SLICE SUB SUM TANH TILE TOPK_V2 TRANSPOSE
-    TRANSPOSE_CONV
-    Convolution2DTransposeBias MaxPoolingWithArgmax2D MaxUnpooling2D Resampler
-    """.split()  # the last line: custom ops the delegate implements
-)
+# Operators the LiteRT GPU delegate accepts, by flatbuffer schema name: one list, owned by the
+# device layer (android_bench.delegates, where its source is cited), so that the export's screen
+# and the fake phone's delegate agree.
+from android_bench.delegates import GPU_DELEGATE_OPS  # noqa: E402
+
 # The GPU delegate works on BHWC tensors: anything of higher rank stays on the CPU.
 GPU_MAX_RANK = 4
 

@@ -76,7 +76,9 @@ def test_pipeline_flags_are_the_config_fields():
     names = [f.name for f in fields(PipelineConfig)]
     assert set(actions) - {"help", "config", "run_dir"} == set(names)
     for f in fields(PipelineConfig):
-        assert actions[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        flag = "--" + f.name.replace("_", "-")
+        expect = [flag, "--no-" + flag[2:]] if f.type in (bool, "bool") else [flag]
+        assert actions[f.name].option_strings == expect
         assert f.metadata["help"] and f.metadata["help"] in actions[f.name].help
     # tuples take several values; `devices` a number or a word
     args = _pipeline_parser().parse_args(
@@ -87,6 +89,7 @@ def test_pipeline_flags_are_the_config_fields():
                                                              "auto")
     assert (args.budget_ms, args.scale, args.target) == (20.0, 4, "adb:SERIAL1")
     assert _pipeline_parser().parse_args(["--devices", "4"]).devices == 4
+    assert _pipeline_parser().parse_args(["--no-from-scratch"]).from_scratch is False
 
 
 def test_pipeline_flags_override_the_toml_file(tmp_path):

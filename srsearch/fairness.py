@@ -28,8 +28,10 @@ TRAIN_MAC_FACTOR = 3
 def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass at LR ``lr_hw`` (convolutions and linear
     layers, counted with forward hooks on a zero input; activations and adds are free). The
-    fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as."""
+    fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as, and an ECB block as the
+    one 3x3 conv it runs as (`ECB.forward`; building its kernel costs next to nothing)."""
     from srsearch.layers import LRSkip
+    from srsearch.models.ecbsr import ECB
 
     total = 0
 
@@ -45,8 +47,10 @@ def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
             total += out.numel() * mod.in_features
         elif isinstance(mod, LRSkip):
             total += out.numel() * inputs[0].shape[1]
+        elif isinstance(mod, ECB):
+            total += out.numel() * mod.cin * 9
 
-    types = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, LRSkip)
+    types = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, LRSkip, ECB)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
     try:
         with torch.no_grad():

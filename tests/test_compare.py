@@ -227,3 +227,14 @@ def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
         rows["searched-scratch"]["psnr"][str(image_dir)] - rows[scaled]["psnr"][str(image_dir)])
     table = (out / "compare.md").read_text()
     assert "5 (3 supernet)" in table and " ± " in table and "scaled to budget" in table
+
+
+def test_training_compute_counts_ecb_blocks_as_the_conv_they_run_as():
+    from srsearch.fairness import TRAIN_MAC_FACTOR, training_compute
+
+    ecbsr = {"family": "ecbsr", "scale": 2, "m": 4, "channels": 8, "act": "prelu"}
+    plain = {"family": "plainsr", "scale": 2, "m": 4, "channels": 8, "act": "prelu"}
+    a, b = training_compute(ecbsr, 10, 4, 16), training_compute(plain, 10, 4, 16)
+    per_px = 3 * 8 * 9 + 4 * 8 * 8 * 9 + 8 * 12 * 9 + 3 * 12  # head, body, tail, 1x1 skip
+    assert a["train_macs"] == b["train_macs"] == per_px * 16 * 16 * 4 * TRAIN_MAC_FACTOR * 10
+    assert (a["steps"], a["patches_seen"], a["lr_patch"]) == (10, 40, 16)

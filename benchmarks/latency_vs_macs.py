@@ -311,7 +311,7 @@ def main() -> None:
         files = export_all(sec, Path(tmp))
         print(f"exported {len(files)} models in {time.perf_counter() - t0:.0f} s")
         device = HostDevice(args.threads, isolate=False)
-        gc.freeze()  # see srsearch.latency._runner._frozen_gc
+        gc.freeze()  # see srsearch.latency.runner._frozen_gc
         ms = time_rounds(device, files, args.runs, args.rounds)
         report(sec, ms)
         print(f"saved {plot_widths(sec, ms, args.img, title)}")

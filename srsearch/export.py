@@ -42,7 +42,7 @@ Layout = Literal["nhwc", "nchw"]
 # What to do about ops the GPU delegate lacks, keyed by op; the generic fix follows.
 _GPU_FIXES = {
     "BROADCAST_TO": "it comes from repeat_interleave/expand; write a channel repeat as a fixed "
-    "1x1 conv (srsearch.layers.LRSkip) or torch.cat",
+    "1x1 conv (srcore.layers.LRSkip) or torch.cat",
     "CAST": "keep the graph float32 end to end (no integer indexing or dtype changes)",
     "GATHER_ND": "replace advanced indexing with slicing",
 }

@@ -29,7 +29,7 @@ def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass at LR ``lr_hw`` (convolutions and linear
     layers, counted with forward hooks on a zero input; activations and adds are free). The
     fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as."""
-    from srsearch.layers import LRSkip
+    from srcore.layers import LRSkip
 
     total = 0
 
@@ -81,8 +81,8 @@ def supernet_compute(supernet_dir: Path, n_samples: int = 256) -> dict[str, Any]
     the smallest and ``k_random`` random subnets on one batch (``k_deep`` of them at full
     depth); warm-up steps train the largest alone. Random subnets are counted at their mean
     MACs over ``n_samples`` draws of the same sampler."""
+    from srsearch.supernet_training import space_from_dict
     from supernet.space import macs
-    from supernet.training import space_from_dict
 
     supernet_dir = Path(supernet_dir)
     if supernet_dir.is_file():

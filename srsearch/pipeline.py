@@ -151,7 +151,7 @@ class StageLog:
 
 
 def _space(cfg: PipelineConfig):
-    from srsearch.commands.supernet import make_space
+    from supernet.space import make_space
 
     return make_space(cfg.scale, cfg.max_width, cfg.max_depth)
 
@@ -186,7 +186,7 @@ def _device(cfg: PipelineConfig):
 
 
 def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from supernet.training import train_supernet
+    from srsearch.supernet_training import train_supernet
 
     return train_supernet(
         _space(cfg),
@@ -202,7 +202,7 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch._imageio import default_cache_dir
     from srsearch.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
-    from srsearch.latency._runner import default_jobs, probe_cache_dir
+    from srsearch.latency.runner import default_jobs, probe_cache_dir
     from srsearch.progress import ProgressBars
 
     device = _device(cfg)
@@ -262,7 +262,7 @@ def latency_warning(mape_pct: float | None, n: int) -> str | None:
 def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.latency import LatencyModel
     from srsearch.search.run import RunConfig, run_search
-    from supernet.training import load_supernet
+    from srsearch.supernet_training import load_supernet
 
     rcfg = RunConfig(
         budget_ms=cfg.budget_ms,

@@ -63,6 +63,16 @@ class TrainConfig:
                 raise UserError(f"{flag} {value} is invalid: it must be {need}")
 
 
+def adam_cosine(params: Any, lr: float, max_steps: int) -> dict[str, Any]:
+    """The optimiser setup every training here shares (models, supernet, fine-tune): Adam at
+    ``lr``, cosine-annealed per step to ``lr * 0.01`` over ``max_steps``."""
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(1, max_steps), eta_min=lr * 0.01
+    )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class SRModule(L.LightningModule):
     """Wraps any registered SR model (given as its config dict) for Lightning."""
 
@@ -102,11 +112,7 @@ class SRModule(L.LightningModule):
         return self._shared_step(batch, "val")
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(1, self.hparams.max_steps), eta_min=self.hparams.lr * 0.01
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adam_cosine(self.model.parameters(), self.hparams.lr, self.hparams.max_steps)
 
 
 class SRDataModule(L.LightningDataModule):

@@ -20,10 +20,10 @@ import json
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from srsearch.errors import UserError
+from srcore.errors import UserError
 
 SCALES: tuple[int, ...] = (2, 3, 4)
 BLOCKS: tuple[str, ...] = ("conv", "res", "wide")
@@ -290,7 +290,8 @@ class SearchSpace:
         for name in ("widths", "res_inners", "wide_inners"):
             object.__setattr__(self, name, _choices(name, getattr(self, name)))
 
-    def _inners(self, block: str, width: int) -> tuple[int, ...]:
+    def inner_choices(self, block: str, width: int) -> tuple[int, ...]:
+        """The inner widths a ``block`` cell of output ``width`` may take in this space."""
         return {"conv": (width,), "res": self.res_inners, "wide": self.wide_inners}[block]
 
     def sample(self, rng: random.Random, depth: int | None = None) -> ArchConfig:
@@ -305,13 +306,13 @@ class SearchSpace:
         for _ in range(depth):
             block = rng.choice(self.blocks)
             width = cin if block in KEEPS_WIDTH else rng.choice(self.widths)
-            cells.append(CellConfig(block, width, rng.choice(self._inners(block, width))))
+            cells.append(CellConfig(block, width, rng.choice(self.inner_choices(block, width))))
             cin = width
         return ArchConfig(self.scale, head, tuple(cells))
 
     def _uniform(self, depth: int, block: str, pick: Any) -> ArchConfig:
         width = pick(self.widths)
-        cell = CellConfig(block, width, pick(self._inners(block, width)))
+        cell = CellConfig(block, width, pick(self.inner_choices(block, width)))
         return ArchConfig(self.scale, width, (cell,) * depth)
 
     def max_arch(self) -> ArchConfig:
@@ -354,7 +355,7 @@ class SearchSpace:
                 continue
             if c.width not in self.widths:
                 out.append(f"cells[{i}].width {c.width} not in {list(self.widths)}")
-            inners = self._inners(c.block, c.width)
+            inners = self.inner_choices(c.block, c.width)
             if c.inner not in inners:
                 out.append(f"cells[{i}].inner {c.inner} not in {list(inners)}")
         return out
@@ -371,3 +372,58 @@ class SearchSpace:
                 + "; ".join(bad)
                 + ". Pick values from the space (docs/search_space.md) or widen the space."
             )
+
+    def missing_from(self, other: SearchSpace) -> list[str]:
+        """What of this space ``other`` does not hold (empty when ``other`` covers it)."""
+        out = []
+        if self.scale != other.scale:
+            out.append(f"scale {self.scale} (the other has {other.scale})")
+        if self.min_depth < other.min_depth or self.max_depth > other.max_depth:
+            out.append(f"depths {self.min_depth}..{self.max_depth} (the other has "
+                       f"{other.min_depth}..{other.max_depth})")
+        for name in ("widths", "blocks", "res_inners", "wide_inners"):
+            extra = [v for v in getattr(self, name) if v not in getattr(other, name)]
+            if name.endswith("inners") and name.split("_")[0] not in self.blocks:
+                extra = []
+            if extra:
+                out.append(f"{name} {extra}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SearchSpace:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def space_to_dict(space: SearchSpace) -> dict[str, Any]:
+    """``space`` as plain JSON data (what ``supernet.pt`` and ``train_config.json`` store)."""
+    return space.to_dict()
+
+
+def space_from_dict(d: Mapping[str, Any]) -> SearchSpace:
+    """The inverse of `space_to_dict`."""
+    return SearchSpace.from_dict(d)
+
+
+def make_space(scale: int = 2, max_width: int | None = None, max_depth: int | None = None,
+               blocks: tuple[str, ...] | None = None) -> SearchSpace:
+    """The one way the CLI and the pipeline build a space: the default space at ``scale``,
+    narrowed or widened to ``max_width`` (widths 8, 12, ..., max_width; res inner widths the
+    same; wide inner widths 16, 20, ..., 2 * max_width), cut to ``max_depth`` cells and to the
+    cell kinds ``blocks``. The supernet, the latency table and the search all take it from here,
+    so a table built with the supernet's flags covers the supernet's space.
+    """
+    kw: dict[str, Any] = {"scale": scale}
+    if max_width is not None:
+        if max_width < 8 or max_width % 4:
+            raise UserError(f"--max-width {max_width} must be a multiple of 4, at least 8")
+        kw["widths"] = kw["res_inners"] = tuple(range(8, max_width + 1, 4))
+        kw["wide_inners"] = tuple(range(16, 2 * max_width + 1, 4))
+    if max_depth is not None:
+        kw["max_depth"] = max_depth
+    if blocks is not None:
+        kw["blocks"] = tuple(blocks)
+    return SearchSpace(**kw)

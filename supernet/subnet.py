@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch.errors import UserError
-from srsearch.layers import LRSkip
+from srcore.errors import UserError
+from srcore.layers import LRSkip
 from supernet.space import ArchConfig, CellConfig, wide_low
 
 # Builds a module equivalent to a 3x3 conv (cin -> cout, padding 1). The plain form is

@@ -473,7 +473,7 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
     from srsearch import tflite
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     monkeypatch.setattr(tflite, "convert", lambda model, shape, path, **kw: Path(path))
@@ -534,7 +534,7 @@ def test_infeasible_budget_writes_nothing_and_a_retry_works(supernet, image_dir,
                                                             monkeypatch, capsys):
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")
@@ -559,7 +559,7 @@ def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_p
 
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")

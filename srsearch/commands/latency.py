@@ -137,7 +137,7 @@ def _add_jobs(p: argparse.ArgumentParser) -> None:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from srsearch.latency._runner import default_jobs
+    from srsearch.latency.runner import default_jobs
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more")
@@ -153,26 +153,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def space_from_args(args: argparse.Namespace):
-    """The default space at --scale, shrunk by the advanced --max-width/--max-depth/--blocks."""
-    from supernet.space import BLOCKS, RES_INNERS, WIDE_INNERS, WIDTHS, SearchSpace
+    """The default space at --scale, shrunk by the advanced --max-width/--max-depth/--blocks
+    (`supernet.space.make_space`, the constructor the supernet and the pipeline use)."""
+    from supernet.space import make_space
 
-    kw: dict[str, Any] = {"scale": args.scale}
-    if args.max_width is not None:
-        w = args.max_width
-        kw["widths"] = tuple(x for x in WIDTHS if x <= w)
-        kw["res_inners"] = tuple(x for x in RES_INNERS if x <= w)
-        kw["wide_inners"] = tuple(x for x in WIDE_INNERS if x <= 2 * w)
-        if not kw["widths"]:
-            raise UserError(f"--max-width {w} leaves no width; the smallest is {WIDTHS[0]}")
-    if args.max_depth is not None:
-        kw["max_depth"] = args.max_depth
+    blocks = None
     if args.blocks is not None:
-        kw["blocks"] = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
-        if "wide" in kw["blocks"] and not kw.get("wide_inners", WIDE_INNERS):
-            raise UserError("--max-width leaves no wide inner width; drop 'wide' from --blocks")
-    if "blocks" not in kw and not kw.get("wide_inners", WIDE_INNERS):
-        kw["blocks"] = tuple(b for b in BLOCKS if b != "wide")
-    return SearchSpace(**kw)
+        blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
+    return make_space(args.scale, args.max_width, args.max_depth, blocks)
 
 
 def _device_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,7 +197,7 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
     from android_bench import device_from_target
     from srsearch._imageio import default_cache_dir
     from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
-    from srsearch.latency._runner import probe_cache_dir
+    from srsearch.latency.runner import probe_cache_dir
 
     device = device_from_target(args.target, **_device_options(args))
     lr_hw = lr_size(out_size, space.scale)

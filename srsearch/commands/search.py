@@ -156,7 +156,7 @@ def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.search.run import RunConfig, run_search
-    from supernet.training import load_supernet
+    from srsearch.supernet_training import load_supernet
 
     cfg = RunConfig(
         budget_ms=args.budget_ms,

@@ -26,10 +26,10 @@ import numpy as np
 
 from android_bench import BenchResult, Device
 from srsearch.errors import UserError
-from srsearch.latency._runner import Exporter, Job, add_net_round, interleave, load1, runner
 from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
+from srsearch.latency.runner import Exporter, Job, add_net_round, interleave, load1, runner
 from supernet.space import (
     KEEPS_WIDTH,
     ArchConfig,
@@ -65,7 +65,7 @@ def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]
     for cin in space.widths:
         for block in space.blocks:
             for width in (cin,) if block in KEEPS_WIDTH else space.widths:
-                for inner in space._inners(block, width):
+                for inner in space.inner_choices(block, width):
                     arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),))
                     keys.update(dict.fromkeys(layers(arch, lr_hw)))
     return list(keys)
@@ -164,7 +164,7 @@ def build_table(
         exporter: Writes a model file; default `srsearch.tflite.convert` (tests pass a fake).
         jobs: Processes exporting models in parallel (all exports come before any timing).
         probe_cache: Keep probe files here and reuse them (they do not depend on the device);
-            `_runner.probe_cache_dir(root)` names a folder per converter version.
+            `runner.probe_cache_dir(root)` names a folder per converter version.
         on_progress: Called as models are exported and timed.
     """
     path = Path(path)

@@ -248,7 +248,7 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
                     export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
     e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
-    from srsearch.latency._runner import export_tflite
+    from srsearch.latency.runner import export_tflite
 
     path = export_tflite(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
     result = device.benchmark([path])[0]

@@ -170,7 +170,7 @@ def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
         if block == "conv":
             cells.append(CellConfig("conv", _suggest(trial, f"c{i}_width", space.widths)))
         else:
-            inners = space._inners(block, cin)
+            inners = space.inner_choices(block, cin)
             cells.append(CellConfig(block, cin, _suggest(trial, f"c{i}_{block}_inner", inners)))
         cin = cells[-1].width
     return ArchConfig(space.scale, head, tuple(cells))
@@ -252,7 +252,7 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
     else:
         i = rng.choice([j for j, g in enumerate(genes) if g[0] in KEEPS_WIDTH])
         b, w, inner = genes[i]
-        choices = space._inners(b, w)
+        choices = space.inner_choices(b, w)
         genes[i] = (b, w, rng.choice([v for v in choices if v != inner] or [inner]))
     return _build(space, head, genes)
 

@@ -81,8 +81,7 @@ def supernet_compute(supernet_dir: Path, n_samples: int = 256) -> dict[str, Any]
     the smallest and ``k_random`` random subnets on one batch (``k_deep`` of them at full
     depth); warm-up steps train the largest alone. Random subnets are counted at their mean
     MACs over ``n_samples`` draws of the same sampler."""
-    from srsearch.supernet_training import space_from_dict
-    from supernet.space import macs
+    from supernet.space import macs, space_from_dict
 
     supernet_dir = Path(supernet_dir)
     if supernet_dir.is_file():

@@ -236,6 +236,23 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
     ]
 
 
+def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
+    """Every distinct op key any architecture of ``space`` has at ``lr_hw``, in a fixed order.
+
+    An op's key depends only on its cell's input width, kind, width and inner width (the head
+    on the head width, the tail on the last width), so the one-cell nets of every (input width,
+    cell) pair already hold every key of every depth.
+    """
+    keys: dict[LayerSpec, None] = {}
+    for cin in space.widths:
+        for block in space.blocks:
+            for width in (cin,) if block in KEEPS_WIDTH else space.widths:
+                for inner in space.inner_choices(block, width):
+                    arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),))
+                    keys.update(dict.fromkeys(layers(arch, lr_hw)))
+    return list(keys)
+
+
 def macs(arch: ArchConfig, lr_hw: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass on an LR input of ``lr_hw`` (convs and skip)."""
     return sum(spec.macs for spec in layers(arch, lr_hw))

@@ -11,10 +11,11 @@ from scipy import stats
 
 from android_bench import BenchResult, Device
 from srsearch.errors import UserError
-from srsearch.latency.build import net_job, space_from_dict, spanning_archs
+from srsearch.latency.build import net_job, spanning_archs
 from srsearch.latency.lut import arch_id, write_json_atomic
 from srsearch.latency.model import LatencyModel
 from srsearch.latency.runner import NET_FIELDS, Exporter, Job, add_net_round, runner
+from supernet.space import space_from_dict
 
 
 def summarize(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:

@@ -40,7 +40,6 @@ from optuna.trial import FrozenTrial, Trial
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
     WALL_ATTR,
-    LatencyPredictor,
     ScoreBook,
     best_trial,
     completed,
@@ -51,6 +50,7 @@ from srsearch.search._optuna import (
     run_trials,
 )
 from srsearch.search.evaluator import Score
+from srsearch.search.predictor import LatencyPredictor
 from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, SearchSpace
 
 SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
@@ -92,15 +92,11 @@ class Stage2Config:
     max_scored: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.budget_ms > 0:
-            raise UserError(f"--budget-ms {self.budget_ms} must be positive")
+        # budget, trials and sampler are the user's settings, checked where they are defined
+        # (`srsearch.search.run.RunConfig`); the floor and the evolution sizes are this stage's.
         if not 0 <= self.floor_ms < self.budget_ms:
             raise UserError(f"latency floor {self.floor_ms:g} ms must be in [0, budget "
                             f"{self.budget_ms:g} ms); lower --budget-floor")
-        if self.n_trials < 1:
-            raise UserError(f"--trials {self.n_trials} must be at least 1")
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if not 1 <= self.tournament <= self.population:
             raise UserError(f"tournament {self.tournament} must be in 1..population "
                             f"({self.population})")

@@ -36,7 +36,6 @@ from optuna.trial import FrozenTrial, Trial
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
     WALL_ATTR,
-    LatencyPredictor,
     ScoreBook,
     best_trial,
     completed,
@@ -46,6 +45,7 @@ from srsearch.search._optuna import (
     run_trials,
 )
 from srsearch.search.evaluator import ImageScorer
+from srsearch.search.predictor import LatencyPredictor
 from srsearch.search.pruning import (
     STEP,
     PruneConfig,
@@ -122,11 +122,10 @@ def search_pruning(
         floors: Smallest width per group kind (`space_floors`); default 4 for every kind.
         floor_ms: Lowest predicted latency a pruned net may have (stage 2's latency floor).
         max_ratio: Largest ratio per group.
+
+    ``n_trials``, ``max_ratio`` and ``sampler`` are checked by their owner,
+    `srsearch.search.run.RunConfig`.
     """
-    if not 0.0 <= max_ratio < 1.0:
-        raise UserError(f"max_ratio {max_ratio} must be in [0, 1)")
-    if n_trials < 1:
-        raise UserError(f"--stage3-trials {n_trials} must be at least 1")
     floors = dict(floors or {})
     names = prunable(model, floors)
     settings = {"budget_ms": budget_ms, "arch": model.arch.to_json(), "floors": floors,

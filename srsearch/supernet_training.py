@@ -36,10 +36,17 @@ import torch.nn.functional as F
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr, tensor_to_uint8
+from srsearch.metrics import score_sr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
 from srsearch.rundir_lock import run_dir_lock
-from srsearch.training import SRDataModule, adam_cosine, check_out_dir, fit, make_trainer
+from srsearch.training import (
+    SRDataModule,
+    adam_cosine,
+    check_out_dir,
+    distill_loss,
+    fit,
+    make_trainer,
+)
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, space_from_dict, space_to_dict
 
@@ -106,8 +113,7 @@ class SupernetModule(L.LightningModule):
         a = self.hparams.distill
         for arch in students:
             self.supernet.set_active_subnet(arch)
-            out = self.supernet(lr)
-            loss = loss + (1 - a) * F.l1_loss(out, hr) + a * F.l1_loss(out, target)
+            loss = loss + distill_loss(self.supernet(lr), hr, target, a)
         self.log("train/loss", loss)
         return loss
 
@@ -117,7 +123,7 @@ class SupernetModule(L.LightningModule):
         psnrs = []
         for name, arch in self._val_archs:
             self.supernet.set_active_subnet(arch)
-            psnr = calculate_psnr(tensor_to_uint8(self.supernet(lr)[0]), ref, self.scale)
+            psnr, _ = score_sr(self.supernet(lr)[0], ref, self.scale, ssim=False)
             psnrs.append(psnr)
             self.log(
                 f"val/psnr_{name}",
@@ -184,7 +190,17 @@ def train_supernet(
     distill: float = 0.5,
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
+    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`.
+
+    ``k_random``, ``k_deep`` and ``distill`` are checked here, where they are used (before
+    anything is written), for the CLI and the pipeline alike.
+    """
+    if not 0.0 <= distill <= 1.0:
+        raise UserError(f"--distill {distill} must be between 0 and 1")
+    if k_random < 0:
+        raise UserError(f"--k-random {k_random} must be >= 0")
+    if not 0 <= k_deep <= k_random:
+        raise UserError(f"--k-deep {k_deep} must be between 0 and --k-random ({k_random})")
     if cfg.strategy == "ddp":
         # Each step touches only some block types and widths: DDP must expect unused weights.
         cfg = replace(cfg, strategy="ddp_find_unused_parameters_true")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+from srsearch.metrics import score_sr
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,13 @@ def adam_cosine(params: Any, lr: float, max_steps: int) -> dict[str, Any]:
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def distill_loss(sr: torch.Tensor, hr: torch.Tensor, teacher: torch.Tensor,
+                 a: float) -> torch.Tensor:
+    """``(1 - a) * L1(sr, hr) + a * L1(sr, teacher)``: the student learns from the HR target and
+    the teacher's output (stage 1's in-place distillation and the fine-tune's ``--distill``)."""
+    return (1 - a) * F.l1_loss(sr, hr) + a * F.l1_loss(sr, teacher)
+
+
 class SRModule(L.LightningModule):
     """Wraps any registered SR model (given as its config dict) for Lightning."""
 
@@ -94,11 +101,8 @@ class SRModule(L.LightningModule):
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True)
             return loss
-        psnr, ssim = [], []
-        for i in range(sr.shape[0]):
-            out, ref = tensor_to_uint8(sr[i]), tensor_to_uint8(hr[i])
-            psnr.append(calculate_psnr(out, ref, self.scale))
-            ssim.append(calculate_ssim(out, ref, self.scale))
+        psnr, ssim = zip(*(score_sr(sr[i], hr[i], self.scale) for i in range(sr.shape[0])),
+                         strict=True)
         n = len(psnr)
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=n)
         self.log(f"{stage}/psnr", sum(psnr) / n, prog_bar=True, sync_dist=True, batch_size=n)

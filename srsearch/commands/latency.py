@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 from srsearch.commands.bench import add_device_flags, device_options
 from srsearch.errors import UserError
 from srsearch.progress import ProgressBars
+from srsearch.sizes import parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -142,14 +142,6 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more")
     return args.jobs or default_jobs()
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720), (width, height)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or min(int(m[1]), int(m[2])) < 1:
-        raise UserError(f"--out-size {text!r}: give WIDTHxHEIGHT, e.g. 1280x720")
-    return int(m[1]), int(m[2])
 
 
 def space_from_args(args: argparse.Namespace):

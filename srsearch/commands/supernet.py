@@ -54,18 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.errors import UserError
     from srsearch.supernet_training import train_supernet
     from supernet.space import make_space
 
-    if not 0.0 <= args.distill <= 1.0:
-        raise UserError(f"--distill {args.distill} must be between 0 and 1")
-    if args.k_random < 0:
-        raise UserError(f"--k-random {args.k_random} must be >= 0")
-    if not 0 <= args.k_deep <= args.k_random:
-        raise UserError(
-            f"--k-deep {args.k_deep} must be between 0 and --k-random ({args.k_random})"
-        )
     cfg = train_config_from_args(args, args.lr)
     space = make_space(args.scale, args.max_width, args.max_depth)
     summary = train_supernet(

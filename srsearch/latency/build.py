@@ -13,7 +13,6 @@ interrupted build resumes where it stopped. The device is passed in; nothing her
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import time
@@ -29,6 +28,7 @@ from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
 from srsearch.latency.runner import Exporter, Job, add_net_round, interleave, load1, runner
+from srsearch.sizes import lr_size  # re-exported (srsearch.latency)
 from supernet.space import (  # distinct_keys: re-exported here and in srsearch.latency
     ArchConfig,
     LayerSpec,
@@ -39,16 +39,6 @@ from supernet.space import (  # distinct_keys: re-exported here and in srsearch.
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total); stage is "export" or "timing"."""
-
-
-def lr_size(out_size: tuple[int, int], scale: int) -> tuple[int, int]:
-    """LR (height, width) for an HR output of ``out_size`` = (width, height).
-
-    Rounded up, so the output covers the target (x3 at 1280x720: LR 240x427, output 1281x720,
-    one column to crop); rounding down would time a smaller image than the one shipped.
-    """
-    w, h = out_size
-    return math.ceil(h / scale), math.ceil(w / scale)
 
 
 def spanning_archs(

@@ -46,6 +46,7 @@ from srsearch.search.stage2 import (
     stage2_result,
 )
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
+from srsearch.sizes import TARGET_OUTPUT, lr_size
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
@@ -467,8 +468,5 @@ def _stage_summary(r: Stage2Result | Any) -> dict[str, Any]:
 
 
 def _default_lr_hw(scale: int) -> tuple[int, int]:
-    from srsearch.export import default_input_size
-
-    w, h = default_input_size(scale)
-    return h, w
+    return lr_size(TARGET_OUTPUT, scale)
 

@@ -9,7 +9,9 @@ conv), and a pixel shuffle. Everything but the shuffle runs at LR resolution. Ce
 - ``wide`` (WDSR-B): 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in),
   + identity. Keeps its input width. ``low = wide_low(width)`` is derived, not searched.
 
-Widths change only in the head and in conv cells (`KEEPS_WIDTH`).
+Widths change only in the head and in conv cells (`KEEPS_WIDTH`). Each kind is declared once,
+in its own file under `supernet.cells` (its convs, inner widths and modules); this module derives
+the layer specs and the space's counts from those declarations.
 
 See docs/search_space.md for the choices and the size of the default space.
 """
@@ -17,31 +19,23 @@ See docs/search_space.md for the choices and the size of the default space.
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from srcore.errors import UserError
+from supernet.cells import KINDS, kind, wide_low  # noqa: F401  (wide_low: re-exported)
 
 SCALES: tuple[int, ...] = (2, 3, 4)
-BLOCKS: tuple[str, ...] = ("conv", "res", "wide")
+BLOCKS: tuple[str, ...] = tuple(KINDS)  # ("conv", "res", "wide"), the registry's order
 WIDTHS: tuple[int, ...] = tuple(range(8, 33, 4))  # head and cell output widths: 8, 12, ..., 32
 RES_INNERS: tuple[int, ...] = tuple(range(8, 33, 4))  # mid width of a res cell
 WIDE_INNERS: tuple[int, ...] = tuple(range(16, 65, 4))  # expansion width of a wide cell
-KEEPS_WIDTH: frozenset[str] = frozenset({"res", "wide"})  # residual cells: width = input width
+KEEPS_WIDTH: frozenset[str] = frozenset(k.name for k in KINDS.values() if k.residual)
 
 
 _CELL_KEYS = frozenset({"block", "width", "inner"})
-
-
-def wide_low(width: int) -> int:
-    """Low-rank width of a wide cell: 3/4 of its output width, rounded up to a multiple of 4.
-
-    WDSR-B uses 0.8; 3/4 keeps every low width a multiple of 4 for widths that are.
-    """
-    return 4 * math.ceil(3 * width / 16)
 
 
 def _check_int(name: str, value: Any, allowed: str = "a positive integer") -> None:
@@ -65,17 +59,16 @@ class CellConfig:
     inner: int | None = None
 
     def __post_init__(self) -> None:
-        if self.block not in BLOCKS:
-            raise UserError(f"cell block {self.block!r} is unknown; choose one of {list(BLOCKS)}")
+        has_inner = kind(self.block).has_inner
         _check_int("cell width", self.width)
         if self.inner is None:
-            if self.block != "conv":
+            if has_inner:
                 raise UserError(f"a {self.block!r} cell needs `inner` (a positive integer)")
             object.__setattr__(self, "inner", self.width)
         _check_int("cell inner", self.inner)
-        if self.block == "conv" and self.inner != self.width:
+        if not has_inner and self.inner != self.width:
             raise UserError(
-                f"a 'conv' cell has no inner width; inner is {self.inner} but must equal "
+                f"a {self.block!r} cell has no inner width; inner is {self.inner} but must equal "
                 f"width {self.width} (or be left out)"
             )
 
@@ -211,22 +204,13 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
     cin = arch.head_width
     for i, c in enumerate(arch.cells):
         tag = f"cell{i}.{c.block}"
-        if c.block == "conv":
-            out.append(LayerSpec("conv", cin, c.width, 3, h, w, "relu", tag))
-        elif c.block == "res":
-            out += [
-                LayerSpec("conv", cin, c.inner, 3, h, w, "relu", tag),
-                LayerSpec("conv", c.inner, cin, 3, h, w, None, tag),
-                LayerSpec("add", cin, cin, 0, h, w, None, tag),
-            ]
-        else:
-            low = wide_low(c.width)
-            out += [
-                LayerSpec("conv", cin, c.inner, 1, h, w, "relu", tag),
-                LayerSpec("conv", c.inner, low, 1, h, w, None, tag),
-                LayerSpec("conv", low, cin, 3, h, w, None, tag),
-                LayerSpec("add", cin, cin, 0, h, w, None, tag),
-            ]
+        k = KINDS[c.block]
+        ch = k.channels(cin, c)
+        for conv in k.convs:
+            out.append(LayerSpec("conv", ch[conv.cin], ch[conv.cout], conv.k, h, w,
+                                 "relu" if conv.relu else None, tag))
+        if k.residual:
+            out.append(LayerSpec("add", cin, cin, 0, h, w, None, tag))
         cin = c.width
     return out + [
         LayerSpec("conv", cin, 3 * s2, 3, h, w, None, "tail"),
@@ -309,7 +293,7 @@ class SearchSpace:
 
     def inner_choices(self, block: str, width: int) -> tuple[int, ...]:
         """The inner widths a ``block`` cell of output ``width`` may take in this space."""
-        return {"conv": (width,), "res": self.res_inners, "wide": self.wide_inners}[block]
+        return KINDS[block].inner_choices(self, width)
 
     def sample(self, rng: random.Random, depth: int | None = None) -> ArchConfig:
         """A random architecture: depth (or the given one), head width, then each cell's kind
@@ -344,15 +328,16 @@ class SearchSpace:
 
     def size(self) -> int:
         """Exact number of distinct architectures, counted per depth over the running width."""
-        n_conv = 1 if "conv" in self.blocks else 0
-        n_res = len(self.res_inners) if "res" in self.blocks else 0
-        n_wide = len(self.wide_inners) if "wide" in self.blocks else 0
+        # choices per cell of each kind: its inner widths (1 when it has none)
+        n = {b: len(self.inner_choices(b, 0)) if KINDS[b].has_inner else 1 for b in self.blocks}
+        n_moving = sum(v for b, v in n.items() if not KINDS[b].residual)
+        n_keeping = sum(v for b, v in n.items() if KINDS[b].residual)
         count = dict.fromkeys(self.widths, 1)  # architectures so far, by current width
         total = 0
         for depth in range(1, self.max_depth + 1):
             s = sum(count.values())
             # a conv cell may move to any width; res and wide cells stay at theirs
-            count = {w: s * n_conv + count[w] * (n_res + n_wide) for w in self.widths}
+            count = {w: s * n_moving + count[w] * n_keeping for w in self.widths}
             if depth >= self.min_depth:
                 total += sum(count.values())
         return total

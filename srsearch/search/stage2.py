@@ -51,7 +51,8 @@ from srsearch.search._optuna import (
 )
 from srsearch.search.evaluator import Score
 from srsearch.search.predictor import LatencyPredictor
-from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, SearchSpace
+from supernet.cells import KINDS
+from supernet.space import ArchConfig, CellConfig, SearchSpace
 
 SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
 STUDY_NAME = "stage2"
@@ -163,11 +164,11 @@ def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
     cells, cin = [], head
     for i in range(depth):
         block = trial.suggest_categorical(f"c{i}_block", list(space.blocks))
-        if block == "conv":
-            cells.append(CellConfig("conv", _suggest(trial, f"c{i}_width", space.widths)))
-        else:
-            inners = space.inner_choices(block, cin)
-            cells.append(CellConfig(block, cin, _suggest(trial, f"c{i}_{block}_inner", inners)))
+        kind = KINDS[block]
+        width = cin if kind.residual else _suggest(trial, f"c{i}_width", space.widths)
+        inner = (_suggest(trial, f"c{i}_{block}_inner", space.inner_choices(block, width))
+                 if kind.has_inner else None)
+        cells.append(CellConfig(block, width, inner))
         cin = cells[-1].width
     return ArchConfig(space.scale, head, tuple(cells))
 
@@ -177,9 +178,9 @@ def arch_params(arch: ArchConfig) -> dict[str, Any]:
     params: dict[str, Any] = {"depth": arch.depth, "head_width": arch.head_width}
     for i, c in enumerate(arch.cells):
         params[f"c{i}_block"] = c.block
-        if c.block == "conv":
+        if not KINDS[c.block].residual:
             params[f"c{i}_width"] = c.width
-        else:
+        if KINDS[c.block].has_inner:
             params[f"c{i}_{c.block}_inner"] = c.inner
     return params
 
@@ -192,8 +193,8 @@ def _build(space: SearchSpace, head: int, genes: list[tuple[str, int, int]]) -> 
     input."""
     cells, cin = [], head
     for block, width, inner in genes:
-        width = cin if block in KEEPS_WIDTH else width
-        cells.append(CellConfig(block, width, width if block == "conv" else inner))
+        width = cin if KINDS[block].residual else width
+        cells.append(CellConfig(block, width, inner if KINDS[block].has_inner else width))
         cin = width
     return ArchConfig(space.scale, head, tuple(cells))
 
@@ -203,9 +204,11 @@ def _random_gene(space: SearchSpace, rng: random.Random,
     """A random cell (of kind ``block`` if given); a res or wide cell's width is fixed later."""
     block = block or rng.choice(space.blocks)
     width = rng.choice(space.widths)
-    inner = {"conv": width, "res": rng.choice(space.res_inners),
-             "wide": rng.choice(space.wide_inners)}[block]
-    return block, width, inner
+    # One draw per kind that has inner widths, in the registry's order, whichever kind is
+    # picked: the random stream (and so the searches seeded before) stays as it was.
+    inners = {k.name: rng.choice(k.inner_choices(space, width)) for k in KINDS.values()
+              if k.has_inner}
+    return block, width, inners.get(block, width)
 
 
 def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConfig:
@@ -224,9 +227,9 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         ops.append("remove")
     if len(space.blocks) > 1:
         ops.append("block")
-    if any(g[0] == "conv" for g in genes) and len(space.widths) > 1:
+    if any(not KINDS[g[0]].residual for g in genes) and len(space.widths) > 1:
         ops.append("width")
-    if any(g[0] in KEEPS_WIDTH for g in genes):
+    if any(KINDS[g[0]].has_inner for g in genes):
         ops.append("inner")
     if not ops:
         return arch
@@ -242,11 +245,11 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         block = rng.choice([b for b in space.blocks if b != genes[i][0]])
         genes[i] = _random_gene(space, rng, block)
     elif op == "width":
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] == "conv"])
+        i = rng.choice([j for j, g in enumerate(genes) if not KINDS[g[0]].residual])
         b, w, inner = genes[i]
         genes[i] = (b, rng.choice([v for v in space.widths if v != w]), inner)
     else:
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] in KEEPS_WIDTH])
+        i = rng.choice([j for j, g in enumerate(genes) if KINDS[g[0]].has_inner])
         b, w, inner = genes[i]
         choices = space.inner_choices(b, w)
         genes[i] = (b, w, rng.choice([v for v in choices if v != inner] or [inner]))

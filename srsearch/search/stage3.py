@@ -54,6 +54,7 @@ from srsearch.search.pruning import (
     prune_by_ratios,
     uniform_fit,
 )
+from supernet.cells import KINDS
 from supernet.space import SearchSpace
 from supernet.subnet import SubNet
 
@@ -62,9 +63,11 @@ STUDY_NAME = "stage3"
 
 
 def space_floors(space: SearchSpace) -> dict[str, int]:
-    """Pruning floors per group kind = the space's smallest width of that kind."""
-    return {"trunk": min(space.widths), "res_inner": min(space.res_inners),
-            "wide_inner": min(space.wide_inners)}
+    """Pruning floors per group kind = the space's smallest width of that kind (the trunk's,
+    and each kind's inner widths: ``res_inner``, ``wide_inner``)."""
+    return {"trunk": min(space.widths),
+            **{f"{k.name}_inner": min(k.inner_choices(space, 0)) for k in KINDS.values()
+               if k.has_inner}}
 
 
 @dataclass

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
+from srcore.layers import LRSkip  # noqa: E402
 from srsearch import tflite  # noqa: E402
 from srsearch.latency.probes import AddChain, ConvProbe, DepthToSpaceProbe  # noqa: E402
-from srsearch.layers import LRSkip  # noqa: E402
 from supernet.space import LayerSpec  # noqa: E402
 
 H, W = 360, 640

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from srsearch.errors import UserError
+from srcore.errors import UserError
 
 
 class DeviceError(UserError):

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
+from srcore.layers import LRSkip  # noqa: E402
 from srsearch import tflite  # noqa: E402
 from srsearch.latency.probes import AddChain, ConvProbe, DepthToSpaceProbe  # noqa: E402
-from srsearch.layers import LRSkip  # noqa: E402
 from supernet.space import LayerSpec  # noqa: E402
 
 H, W = 360, 640
@@ -311,7 +311,7 @@ def main() -> None:
         files = export_all(sec, Path(tmp))
         print(f"exported {len(files)} models in {time.perf_counter() - t0:.0f} s")
         device = HostDevice(args.threads, isolate=False)
-        gc.freeze()  # see srsearch.latency._runner._frozen_gc
+        gc.freeze()  # see srsearch.latency.runner._frozen_gc
         ms = time_rounds(device, files, args.runs, args.rounds)
         report(sec, ms)
         print(f"saved {plot_widths(sec, ms, args.img, title)}")

@@ -33,9 +33,9 @@ from _common import machine  # noqa: E402
 from srsearch.datasets import load_images  # noqa: E402
 from srsearch.evaluate import evaluate  # noqa: E402
 from srsearch.search.run import RunConfig  # noqa: E402
+from srsearch.supernet_training import load_supernet  # noqa: E402
 from srsearch.training import TrainConfig, train  # noqa: E402
 from supernet.space import macs  # noqa: E402
-from supernet.training import load_supernet  # noqa: E402
 
 
 def main() -> None:

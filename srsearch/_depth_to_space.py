@@ -30,7 +30,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from srsearch._tfl_ops import lower_to_tfl
-from srsearch.tflite import ConversionError
+from srsearch.errors import ConversionError
 
 # Max abs difference between the rewritten and the original module: the same sums with output
 # channels in another order, so only conv blocking changes (measured ~5e-7).

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from srsearch._quiet import quiet_library_logs
 
-    quiet_library_logs()  # worker pools call it too (srsearch.latency._runner)
+    quiet_library_logs()  # worker pools call it too (srsearch.latency.runner)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -166,8 +166,8 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
 
     def init() -> dict[str, Any]:
         from srsearch.search.pruning import PruneConfig, apply_pruning
+        from srsearch.supernet_training import load_supernet
         from supernet.space import ArchConfig
-        from supernet.training import load_supernet
 
         arch = ArchConfig.from_json((run.run_dir / "arch.json").read_text())
         prune = PruneConfig.from_json((run.run_dir / "prune.json").read_text())
@@ -183,7 +183,7 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
 
     space = SearchSpace(scale=run.scale)
     if run.supernet is not None and run.supernet.exists():
-        from supernet.training import load_supernet
+        from srsearch.supernet_training import load_supernet
 
         space = load_supernet(run.supernet).space
     try:

@@ -1,8 +1,11 @@
-"""Errors a user can cause and fix."""
+"""Errors a user can cause and fix (`UserError` lives in `srcore.errors`, shared by every
+package; it is re-exported here)."""
+
+from srcore.errors import UserError
 
 
-class UserError(Exception):
-    """Bad input from the user: the message names the input and the fix.
+class ConversionError(UserError):
+    """The model could not be converted, or the converted file disagrees with PyTorch."""
 
-    The CLI prints it without a traceback and exits with status 2.
-    """
+
+__all__ = ["ConversionError", "UserError"]

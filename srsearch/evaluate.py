@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from srsearch import atomic
 from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 
 
@@ -60,12 +61,6 @@ def format_table(result: dict[str, Any], model_name: str) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: dict[str, Any], path: Path) -> Path:
-    from srsearch import atomic
-
-    return atomic.write_json(path, result)
-
-
 def evaluate_models(
     models: Mapping[str, nn.Module],
     sets: Sequence[tuple[str, list]],
@@ -79,7 +74,7 @@ def evaluate_models(
     for set_name, images in sets:
         for name, model in models.items():
             res = evaluate(model, images, scale)
-            write_json(res, Path(out_dir) / f"{name}__{_slug(set_name)}.json")
+            atomic.write_json(Path(out_dir) / f"{name}__{_slug(set_name)}.json", res)
             table.setdefault(set_name, {})[name] = res["mean"]
             if on_result is not None:
                 on_result(set_name, name, res["mean"])

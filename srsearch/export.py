@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import math
 import os
 import time
 from collections.abc import Callable
@@ -31,18 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from srsearch import atomic, sizes
 from srsearch.errors import UserError
+from srsearch.sizes import TARGET_OUTPUT, lr_size
 
 SIDECAR_FORMAT = "srsearch.tflite/1"
-# The phone use case: 720p output. The LR frame is this divided by the scale, rounded up
-# (x3: 427x240 -> 1281x720, one column more than 720p; crop it).
-TARGET_OUTPUT = (1280, 720)
+# The phone use case: 720p output (srsearch.sizes.TARGET_OUTPUT). The LR frame is this divided
+# by the scale, rounded up (x3: 427x240 -> 1281x720, one column more than 720p; crop it).
 Layout = Literal["nhwc", "nchw"]
 
 # What to do about ops the GPU delegate lacks, keyed by op; the generic fix follows.
 _GPU_FIXES = {
     "BROADCAST_TO": "it comes from repeat_interleave/expand; write a channel repeat as a fixed "
-    "1x1 conv (srsearch.layers.LRSkip) or torch.cat",
+    "1x1 conv (srcore.layers.LRSkip) or torch.cat",
     "CAST": "keep the graph float32 end to end (no integer indexing or dtype changes)",
     "GATHER_ND": "replace advanced indexing with slicing",
 }
@@ -56,20 +56,13 @@ class ExportResult:
 
 def default_input_size(scale: int) -> tuple[int, int]:
     """(W, H) of the LR frame whose x`scale` output covers 1280x720 (rounded up)."""
-    return math.ceil(TARGET_OUTPUT[0] / scale), math.ceil(TARGET_OUTPUT[1] / scale)
+    h, w = lr_size(TARGET_OUTPUT, scale)
+    return w, h
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(
-            f"--input-size {text!r}: give WIDTHxHEIGHT of the LR input, e.g. 640x360"
-        ) from None
-    if w < 1 or h < 1:
-        raise UserError(f"--input-size {text!r}: width and height must be positive")
-    return w, h
+    """'640x360' -> (640, 360), the LR input of ``--input-size`` (`srsearch.sizes.parse_size`)."""
+    return sizes.parse_size(text, "--input-size", "640x360 (WIDTHxHEIGHT of the LR input)")
 
 
 def sidecar_path(tflite_path: Path) -> Path:
@@ -301,7 +294,7 @@ def export_tflite(
         },
     }
     os.replace(part, out)
-    _write_json(sidecar, sidecar_path(out))
+    atomic.write_json(sidecar_path(out), sidecar)
     log(f"wrote {out} and {sidecar_path(out)}")
     return ExportResult(out, sidecar)
 
@@ -363,7 +356,7 @@ def _psnr_check(
 ) -> dict[str, Any]:
     """Mean Y-PSNR on `images`: PyTorch fp32 vs the file, tiled. Images smaller than the
     file's input are edge-padded to it for both models alike (the padding is cropped off)."""
-    from srsearch.metrics import calculate_psnr, tensor_to_uint8
+    from srsearch.metrics import score_sr
     from srsearch.tflite_model import TFLiteModel
 
     tiled = TFLiteModel(path, receptive_field=rf)
@@ -373,11 +366,10 @@ def _psnr_check(
         x = _to_nchw(im.lr)
         h, w = x.shape[-2:]
         xp = torch.nn.functional.pad(x, (0, max(0, tw - w), 0, max(0, th - h)), mode="replicate")
-        ref = tensor_to_uint8(_forward(module, xp)[..., : h * scale, : w * scale])
-        got = tensor_to_uint8(tiled(xp)[..., : h * scale, : w * scale])
-        rows.append(
-            (calculate_psnr(ref, im.hr, scale, True), calculate_psnr(got, im.hr, scale, True))
-        )
+        ref = _forward(module, xp)[..., : h * scale, : w * scale]
+        got = tiled(xp)[..., : h * scale, : w * scale]
+        rows.append((score_sr(ref, im.hr, scale, ssim=False)[0],
+                     score_sr(got, im.hr, scale, ssim=False)[0]))
     ref_psnr, file_psnr = (float(np.mean(v)) for v in zip(*rows, strict=True))
     log(
         f"val Y-PSNR on {len(rows)} image(s): PyTorch fp32 {ref_psnr:.3f} dB, file "
@@ -391,7 +383,3 @@ def _psnr_check(
     }
 
 
-def _write_json(obj: dict[str, Any], path: Path) -> None:
-    from srsearch import atomic
-
-    atomic.write_json(path, obj)

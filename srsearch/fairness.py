@@ -30,7 +30,7 @@ def count_macs(model: nn.Module, lr_hw: tuple[int, int]) -> int:
     layers, counted with forward hooks on a zero input; activations and adds are free). The
     fixed 1x1-conv global skip (`LRSkip`) counts as the conv it runs as, and an ECB block as the
     one 3x3 conv it runs as (`ECB.forward`; building its kernel costs next to nothing)."""
-    from srsearch.layers import LRSkip
+    from srcore.layers import LRSkip
     from srsearch.models.ecbsr import ECB
 
     total = 0
@@ -85,8 +85,7 @@ def supernet_compute(supernet_dir: Path, n_samples: int = 256) -> dict[str, Any]
     the smallest and ``k_random`` random subnets on one batch (``k_deep`` of them at full
     depth); warm-up steps train the largest alone. Random subnets are counted at their mean
     MACs over ``n_samples`` draws of the same sampler."""
-    from supernet.space import macs
-    from supernet.training import space_from_dict
+    from supernet.space import macs, space_from_dict
 
     supernet_dir = Path(supernet_dir)
     if supernet_dir.is_file():

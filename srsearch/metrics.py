@@ -38,6 +38,21 @@ def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
     return arr.permute(1, 2, 0).cpu().numpy()
 
 
+def score_sr(sr: torch.Tensor, hr: np.ndarray | torch.Tensor, scale: int, *, ssim: bool = True,
+             test_y_channel: bool = True) -> tuple[float, float]:
+    """PSNR and SSIM (NaN when ``ssim`` is False) of one model output against its HR image.
+
+    The one scoring step of training, search and export checks: ``sr`` (3, H, W) or
+    (1, 3, H, W) in [0, 1] is
+    clamped and rounded to uint8 (`tensor_to_uint8`) before any metric; ``hr`` is the uint8
+    RGB image or a tensor like ``sr``. Border shave = ``scale``; Y channel unless told.
+    """
+    out = tensor_to_uint8(sr)
+    ref = tensor_to_uint8(hr) if isinstance(hr, torch.Tensor) else hr
+    psnr = calculate_psnr(out, ref, scale, test_y_channel)
+    return psnr, (calculate_ssim(out, ref, scale, test_y_channel) if ssim else float("nan"))
+
+
 def _prepare(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool):
     _check_rgb_uint8(img, "img")
     _check_rgb_uint8(img2, "img2")

@@ -12,7 +12,6 @@ every model, the 720p benchmark on the target, evaluation, ``report.md``.
 from __future__ import annotations
 
 import json
-import math
 import time
 import tomllib
 from collections.abc import Callable
@@ -22,12 +21,19 @@ from typing import Any
 
 from srsearch import atomic
 from srsearch.errors import UserError
+from srsearch.settings import build_config
 
 
 def _doc(default: Any, help: str) -> Any:
     """A field with its help text in ``metadata["help"]``: `srsearch pipeline` makes one flag
     per field from it (`srsearch.commands.pipeline`)."""
     return field(default=default, metadata={"help": help})
+
+
+CONTEXT = "pipeline config"
+# RunConfig field -> PipelineConfig field, where the names differ.
+RUN_FIELDS = {"trials": "search_trials", "finetune_steps": "train_steps"}
+SUPERNET_LR_PATCH = 32  # LR patch side of supernet training (as `srsearch supernet`'s default)
 
 
 @dataclass(frozen=True)
@@ -85,25 +91,35 @@ class PipelineConfig:
     seed: int = _doc(0, "random seed of training and search")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
-            raise UserError(f"pipeline config: budget_ms {self.budget_ms} must be a positive "
-                            "number of ms (not inf or nan)")
-        if self.scale not in (2, 3, 4):
-            raise UserError(f"pipeline config: scale {self.scale} must be 2, 3 or 4")
+        # Each value is checked by the config that owns it (RunConfig: budget, floor,
+        # overshoot, trials; TrainConfig: scale, steps, batch, patch), built here so that a bad
+        # value is refused before hours of training; errors name this config's keys.
+        self.run_config()
+        self.train_config(self.train_steps, steps_key="train_steps")
+        self.train_config(self.supernet_steps, steps_key="supernet_steps",
+                          lr_patch=SUPERNET_LR_PATCH)
         from srsearch.latency.build import PRECISIONS
 
         if self.deploy_precision not in PRECISIONS:
             raise UserError(f"pipeline config: deploy_precision {self.deploy_precision!r} must "
                             f"be {' or '.join(PRECISIONS)}")
-        if self.train_steps < 1:
-            raise UserError(f"pipeline config: train_steps {self.train_steps} must be >= 1")
-        if not 0 <= self.budget_floor < 1:
-            raise UserError(f"pipeline config: budget_floor {self.budget_floor} must be in "
-                            "[0, 1) (0: no latency floor)")
-        if not 0 <= self.overshoot <= 1 or (self.overshoot > 0 and self.stage3_trials < 1):
-            raise UserError(f"pipeline config: overshoot {self.overshoot} must be in [0, 1], and "
-                            "above 0 only with stage3_trials >= 1 (stage 3 prunes the stage-2 "
-                            "choice back into the budget)")
+
+    def run_config(self):
+        """The search's `srsearch.search.run.RunConfig` (its other fields at their defaults)."""
+        from srsearch.search.run import RunConfig
+
+        return build_config(RunConfig, asdict(self), rename=RUN_FIELDS, context=CONTEXT)
+
+    def train_config(self, steps: int, *, steps_key: str = "train_steps",
+                     lr_patch: int | None = None, lr: float = 1e-3):
+        """The `srsearch.training.TrainConfig` of a ``steps``-step training of this run
+        (``steps_key``: the key that set ``steps``, named in errors)."""
+        from srsearch.training import TrainConfig
+
+        return build_config(TrainConfig, asdict(self), rename={"max_steps": steps_key},
+                            context=CONTEXT, max_steps=steps, lr_patch=lr_patch or self.lr_patch,
+                            lr=lr, val_every=max(1, steps // 4),
+                            ckpt_every=max(1, min(100, steps)))
 
     @classmethod
     def from_toml(
@@ -151,29 +167,9 @@ class StageLog:
 
 
 def _space(cfg: PipelineConfig):
-    from srsearch.commands.supernet import make_space
+    from supernet.space import make_space
 
     return make_space(cfg.scale, cfg.max_width, cfg.max_depth)
-
-
-def _train_cfg(cfg: PipelineConfig, steps: int, lr_patch: int | None = None, lr: float = 1e-3):
-    from srsearch.training import TrainConfig
-
-    return TrainConfig(
-        data=cfg.data,
-        scale=cfg.scale,
-        max_steps=steps,
-        batch_size=cfg.batch_size,
-        lr_patch=lr_patch or cfg.lr_patch,
-        lr=lr,
-        val_every=max(1, steps // 4),
-        ckpt_every=max(1, min(100, steps)),
-        seed=cfg.seed,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-    )
 
 
 def _device(cfg: PipelineConfig):
@@ -186,11 +182,12 @@ def _device(cfg: PipelineConfig):
 
 
 def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from supernet.training import train_supernet
+    from srsearch.supernet_training import train_supernet
 
     return train_supernet(
         _space(cfg),
-        _train_cfg(cfg, cfg.supernet_steps, lr_patch=32),
+        cfg.train_config(cfg.supernet_steps, steps_key="supernet_steps",
+                         lr_patch=SUPERNET_LR_PATCH),
         run_dir / "supernet",
         resume=True,
     )
@@ -202,7 +199,7 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch._imageio import default_cache_dir
     from srsearch.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
-    from srsearch.latency._runner import default_jobs, probe_cache_dir
+    from srsearch.latency.runner import default_jobs, probe_cache_dir
     from srsearch.progress import ProgressBars
 
     device = _device(cfg)
@@ -261,23 +258,10 @@ def latency_warning(mape_pct: float | None, n: int) -> str | None:
 
 def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.latency import LatencyModel
-    from srsearch.search.run import RunConfig, run_search
-    from supernet.training import load_supernet
+    from srsearch.search.run import run_search
+    from srsearch.supernet_training import load_supernet
 
-    rcfg = RunConfig(
-        budget_ms=cfg.budget_ms,
-        budget_floor=cfg.budget_floor,
-        overshoot=cfg.overshoot,
-        data=cfg.data,
-        trials=cfg.search_trials,
-        stage3_trials=cfg.stage3_trials,
-        finetune_steps=cfg.train_steps,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        lr_patch=cfg.lr_patch,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-    )
+    rcfg = cfg.run_config()
     summary = run_search(
         load_supernet(run_dir / "supernet"),
         LatencyModel.load(run_dir / "latency" / "lut.json"),
@@ -310,7 +294,7 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
     check_presets(cfg.baselines)
     steps = baseline_steps(cfg)
-    jobs = {n: TrainJob(preset_config(n, cfg.scale), _train_cfg(cfg, steps, lr=preset_lr(n)))
+    jobs = {n: TrainJob(preset_config(n, cfg.scale), cfg.train_config(steps, lr=preset_lr(n)))
             for n in cfg.baselines}
     scaled = None
     if cfg.scaled_baseline:
@@ -320,12 +304,12 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             scaled = found["name"]
             _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
                  f"{found['predicted_ms']:.2f} ms)")
-            jobs.setdefault(scaled, TrainJob(found["config"], _train_cfg(
-                cfg, steps, lr=preset_lr("ecbsr-m4c8"))))
+            jobs.setdefault(scaled, TrainJob(found["config"], cfg.train_config(
+                steps, lr=preset_lr("ecbsr-m4c8"))))
     if cfg.from_scratch:
         summary = json.loads((run_dir / "search" / "summary.json").read_text())
         arch = ArchConfig.from_dict(summary["pruned_arch"])
-        jobs[SCRATCH] = TrainJob(subnet_config(arch), _train_cfg(cfg, steps, lr=RunConfig.lr))
+        jobs[SCRATCH] = TrainJob(subnet_config(arch), cfg.train_config(steps, lr=RunConfig.lr))
     trained = train_models(jobs, run_dir / "baselines", _log)
     return {"steps": steps, "scaled": scaled, "models": trained}
 

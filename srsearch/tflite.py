@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.errors import ConversionError, UserError
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -59,10 +59,6 @@ from android_bench.delegates import GPU_DELEGATE_OPS  # noqa: E402
 
 # The GPU delegate works on BHWC tensors: anything of higher rank stays on the CPU.
 GPU_MAX_RANK = 4
-
-
-class ConversionError(UserError):
-    """The model could not be converted, or the converted file disagrees with PyTorch."""
 
 
 def convert(

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+from srsearch.metrics import score_sr
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,23 @@ class TrainConfig:
                 raise UserError(f"{flag} {value} is invalid: it must be {need}")
 
 
+def adam_cosine(params: Any, lr: float, max_steps: int) -> dict[str, Any]:
+    """The optimiser setup every training here shares (models, supernet, fine-tune): Adam at
+    ``lr``, cosine-annealed per step to ``lr * 0.01`` over ``max_steps``."""
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(1, max_steps), eta_min=lr * 0.01
+    )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def distill_loss(sr: torch.Tensor, hr: torch.Tensor, teacher: torch.Tensor,
+                 a: float) -> torch.Tensor:
+    """``(1 - a) * L1(sr, hr) + a * L1(sr, teacher)``: the student learns from the HR target and
+    the teacher's output (stage 1's in-place distillation and the fine-tune's ``--distill``)."""
+    return (1 - a) * F.l1_loss(sr, hr) + a * F.l1_loss(sr, teacher)
+
+
 class SRModule(L.LightningModule):
     """Wraps any registered SR model (given as its config dict) for Lightning."""
 
@@ -84,11 +101,8 @@ class SRModule(L.LightningModule):
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True)
             return loss
-        psnr, ssim = [], []
-        for i in range(sr.shape[0]):
-            out, ref = tensor_to_uint8(sr[i]), tensor_to_uint8(hr[i])
-            psnr.append(calculate_psnr(out, ref, self.scale))
-            ssim.append(calculate_ssim(out, ref, self.scale))
+        psnr, ssim = zip(*(score_sr(sr[i], hr[i], self.scale) for i in range(sr.shape[0])),
+                         strict=True)
         n = len(psnr)
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=n)
         self.log(f"{stage}/psnr", sum(psnr) / n, prog_bar=True, sync_dist=True, batch_size=n)
@@ -102,11 +116,7 @@ class SRModule(L.LightningModule):
         return self._shared_step(batch, "val")
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(1, self.hparams.max_steps), eta_min=self.hparams.lr * 0.01
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adam_cosine(self.model.parameters(), self.hparams.lr, self.hparams.max_steps)
 
 
 class SRDataModule(L.LightningDataModule):
@@ -117,7 +127,8 @@ class SRDataModule(L.LightningDataModule):
         self.cfg = cfg
 
     def setup(self, stage: str | None = None) -> None:
-        from srsearch.datasets import FullImageDataset, PatchDataset, load_images
+        from srsearch.datasets import load_images
+        from srsearch.patches import FullImageDataset, PatchDataset
 
         cfg = self.cfg
         train_images = load_images(cfg.data, cfg.scale, "train")
@@ -131,7 +142,7 @@ class SRDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Patches as a function of the global step (`StepSampler`): a run resumed from a
         mid-epoch checkpoint continues the data order instead of replaying the epoch."""
-        from srsearch.datasets import StepSampler
+        from srsearch.patches import StepSampler
 
         trainer = self.trainer
         sampler = StepSampler(

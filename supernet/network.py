@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.elastic import ELASTIC_CELLS, ElasticConv2d
+from supernet.cells import KINDS
+from supernet.elastic import ElasticConv2d
 from supernet.space import KEEPS_WIDTH, ArchConfig, SearchSpace
 from supernet.subnet import LRSkip, SubNet
 
@@ -33,15 +34,11 @@ class SuperNet(nn.Module):
         super().__init__()
         self.space = space if space is not None else SearchSpace()
         width = max(self.space.widths)
-        inners = {
-            "conv": width,
-            "res": max(self.space.res_inners),
-            "wide": max(self.space.wide_inners),
-        }
+        inners = {b: max(KINDS[b].inner_choices(self.space, width)) for b in self.space.blocks}
         s = self.space.scale
         self.head = ElasticConv2d(3, width, 3)
         self.cells = nn.ModuleList(
-            nn.ModuleDict({b: ELASTIC_CELLS[b](width, inners[b]) for b in self.space.blocks})
+            nn.ModuleDict({b: KINDS[b].elastic(width, inners[b]) for b in self.space.blocks})
             for _ in range(self.space.max_depth)
         )
         self.tail = ElasticConv2d(width, 3 * s * s, 3)
@@ -137,11 +134,11 @@ class SuperNet(nn.Module):
                 if j == 0:
                     writers.append(self.head)
                 else:
-                    for cell in self.cells[j - 1].values():
-                        writers += [cell.get_submodule(n) for n in cell.writers]
+                    for block, cell in self.cells[j - 1].items():
+                        writers += [cell.get_submodule(n) for n in KINDS[block].writers()]
                 if j < self.space.max_depth:
-                    for cell in self.cells[j].values():
-                        readers += [cell.get_submodule(n) for n in cell.readers]
+                    for block, cell in self.cells[j].items():
+                        readers += [cell.get_submodule(n) for n in KINDS[block].readers()]
                 if j >= self.space.min_depth:
                     readers.append(self.tail)
             readers = list({id(r): r for r in readers}.values())  # the tail once
@@ -149,7 +146,7 @@ class SuperNet(nn.Module):
             yield name, writers, readers
         for i, cells in enumerate(self.cells):
             for block, cell in cells.items():
-                for space, (writer, readers) in cell.internal.items():
+                for space, (writer, readers) in KINDS[block].internal().items():
                     yield (
                         f"cells.{i}.{block}.{space}",
                         [cell.get_submodule(writer)],

@@ -7,7 +7,7 @@ exported and shipped. No slicing or supernet code runs at inference; it is rebui
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,58 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch.errors import UserError
-from srsearch.layers import LRSkip
-from supernet.space import ArchConfig, CellConfig, wide_low
-
-# Builds a module equivalent to a 3x3 conv (cin -> cout, padding 1). The plain form is
-# nn.Conv2d; a training-time form may be a sum of linear branches that collapses into one
-# (srsearch.models.subnet.RepSubNet).
-Conv3x3 = Callable[[int, int], nn.Module]
-
-
-def plain_conv3x3(cin: int, cout: int) -> nn.Module:
-    return nn.Conv2d(cin, cout, 3, padding=1)
-
-
-class ConvCell(nn.Module):
-    """3x3 conv (in -> width) + ReLU."""
-
-    def __init__(self, cin: int, cell: CellConfig, conv3x3: Conv3x3 = plain_conv3x3) -> None:
-        super().__init__()
-        self.conv = conv3x3(cin, cell.width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(x))
-
-
-class ResCell(nn.Module):
-    """3x3 (in -> inner) + ReLU, 3x3 (inner -> in), + identity."""
-
-    def __init__(self, cin: int, cell: CellConfig, conv3x3: Conv3x3 = plain_conv3x3) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(cin, cell.inner)
-        self.conv2 = conv3x3(cell.inner, cin)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
-class WideCell(nn.Module):
-    """WDSR-B: 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in), + identity."""
-
-    def __init__(self, cin: int, cell: CellConfig, conv3x3: Conv3x3 = plain_conv3x3) -> None:
-        super().__init__()
-        low = wide_low(cin)
-        self.expand = nn.Conv2d(cin, cell.inner, 1)
-        self.reduce = nn.Conv2d(cell.inner, low, 1)
-        self.conv = conv3x3(low, cin)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(self.reduce(F.relu(self.expand(x))))
-
-
-CELLS: dict[str, type[nn.Module]] = {"conv": ConvCell, "res": ResCell, "wide": WideCell}
+from srcore.errors import UserError
+from srcore.layers import LRSkip
+from supernet.cells import KINDS
+from supernet.cells.base import Conv3x3, plain_conv3x3
+from supernet.space import ArchConfig
 
 
 @dataclass(frozen=True)
@@ -102,7 +55,7 @@ class SubNet(nn.Module):
         s = arch.scale
         self.head = conv3x3(3, arch.head_width)
         self.cells = nn.ModuleList(
-            CELLS[c.block](cin, c, conv3x3)
+            KINDS[c.block].plain(cin, c, conv3x3)
             for cin, c in zip(arch.in_widths(), arch.cells, strict=True)
         )
         self.tail = conv3x3(arch.cells[-1].width, 3 * s * s)

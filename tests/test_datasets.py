@@ -17,8 +17,6 @@ from srsearch import _imageio, datasets
 from srsearch.datasets import (
     BUILTIN_TRAIN,
     BUILTIN_VAL,
-    FullImageDataset,
-    PatchDataset,
     SRImage,
     bicubic_downscale,
     bicubic_upscale,
@@ -26,6 +24,7 @@ from srsearch.datasets import (
     modcrop,
 )
 from srsearch.errors import UserError
+from srsearch.patches import FullImageDataset, PatchDataset, dihedral
 
 
 @pytest.fixture(autouse=True)
@@ -365,7 +364,7 @@ def test_patches_are_aligned_under_every_augmentation():
     im = _blocky(20, 24, s)
     ds = PatchDataset([im], s, lr_patch=p, length=64, augment=True, seed=1)
     windows = {
-        datasets.dihedral(im.lr[y : y + p, x : x + p], t).tobytes()
+        dihedral(im.lr[y : y + p, x : x + p], t).tobytes()
         for y in range(20 - p + 1)
         for x in range(24 - p + 1)
         for t in range(8)
@@ -390,7 +389,7 @@ def test_eight_distinct_augmentations_consistent_lr_hr():
         seen[_u8(lr).tobytes()] = _u8(hr).tobytes()
     assert len(seen) == 8
     assert len(set(seen.values())) == 8
-    expected = {datasets.dihedral(im.lr, t).tobytes() for t in range(8)}
+    expected = {dihedral(im.lr, t).tobytes() for t in range(8)}
     assert set(seen) == expected
     plain = PatchDataset([im], s, lr_patch=p, length=20, augment=False)
     assert {_u8(plain[i][0]).tobytes() for i in range(20)} == {im.lr.tobytes()}
@@ -474,7 +473,8 @@ def test_full_image_dataset():
 
 
 def test_flat_patches_are_redrawn():
-    from srsearch.datasets import PatchDataset, SRImage, bicubic_downscale
+    from srsearch.datasets import SRImage, bicubic_downscale
+    from srsearch.patches import PatchDataset
 
     rng = np.random.default_rng(0)
     hr = np.full((128, 128, 3), 90, np.uint8)

@@ -163,7 +163,7 @@ def _all_archs(space: SearchSpace) -> list[ArchConfig]:
             return
         for block in space.blocks:
             for width in (cin,) if block in KEEPS_WIDTH else space.widths:
-                for inner in space._inners(block, width):
+                for inner in space.inner_choices(block, width):
                     for rest in cells(width, depth - 1):
                         yield (CellConfig(block, width, inner), *rest)
 
@@ -541,7 +541,7 @@ def _leafspec_warnings_shown() -> int:
 
 def test_export_workers_quiet_the_converters_warning(tmp_path):
     """Warning filters do not cross into spawned workers: the pool sets them in each one."""
-    from srsearch.latency._runner import runner
+    from srsearch.latency.runner import runner
 
     class NoDevice:
         pass

@@ -100,3 +100,18 @@ def test_bad_inputs_named():
         calculate_psnr(a, a.astype(np.float32), 2)
     with pytest.raises(ValueError, match="shapes differ"):
         calculate_psnr(a, np.zeros((8, 9, 3), np.uint8), 2)
+
+
+def test_score_sr_rounds_to_uint8_then_scores_like_the_metrics():
+    import torch
+
+    from srsearch.metrics import calculate_psnr, calculate_ssim, score_sr, tensor_to_uint8
+
+    g = torch.Generator().manual_seed(0)
+    sr, hr = torch.rand(3, 24, 20, generator=g), torch.rand(3, 24, 20, generator=g)
+    out, ref = tensor_to_uint8(sr), tensor_to_uint8(hr)
+    want = (calculate_psnr(out, ref, 2), calculate_ssim(out, ref, 2))
+    assert score_sr(sr, hr, 2) == want  # tensor HR
+    assert score_sr(sr[None], ref, 2) == want  # batch of one, uint8 HR
+    psnr, ssim = score_sr(sr, ref, 2, ssim=False)
+    assert psnr == want[0] and ssim != ssim  # NaN

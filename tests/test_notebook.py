@@ -21,12 +21,12 @@ from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 from PIL import Image
 
-from srsearch.commands.supernet import make_space
 from srsearch.modelio import save_model
 from srsearch.models import build_model, preset_config
 from srsearch.pipeline import STAGES, PipelineConfig, StageLog
 from srsearch.search.run import write_trials_csv
 from supernet.network import SuperNet
+from supernet.space import make_space
 from tests.conftest import ROOT, smooth_image
 
 NOTEBOOK = ROOT / "notebooks" / "evaluate.ipynb"

@@ -77,8 +77,9 @@ def test_pipeline_flags_are_the_config_fields():
     assert set(actions) - {"help", "config", "run_dir"} == set(names)
     for f in fields(PipelineConfig):
         flag = "--" + f.name.replace("_", "-")
-        expect = [flag, "--no-" + flag[2:]] if f.type in (bool, "bool") else [flag]
-        assert actions[f.name].option_strings == expect
+        # a bool field is --flag / --no-flag (argparse.BooleanOptionalAction)
+        want = [flag, "--no-" + flag[2:]] if f.type in (bool, "bool") else [flag]
+        assert actions[f.name].option_strings == want
         assert f.metadata["help"] and f.metadata["help"] in actions[f.name].help
     # tuples take several values; `devices` a number or a word
     args = _pipeline_parser().parse_args(
@@ -164,3 +165,34 @@ def test_pipeline_budget_must_be_finite(budget):
 
     with pytest.raises(UserError, match="budget_ms"):
         PipelineConfig(budget_ms=budget)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("search_trials", 0, "pipeline config: search_trials 0 is invalid"),  # RunConfig's --trials
+    ("budget_floor", 1.0, "pipeline config: budget_floor 1.0 is invalid"),
+    ("train_steps", 0, "pipeline config: train_steps 0 is invalid"),  # TrainConfig's max_steps
+    ("supernet_steps", 0, "pipeline config: supernet_steps 0 is invalid"),
+    ("batch_size", 0, "pipeline config: batch_size 0 is invalid"),
+    ("scale", 5, "pipeline config: scale 5 is invalid"),
+])
+def test_pipeline_values_are_checked_by_their_owner_before_any_work(field, value, words):
+    """Each value is checked once, by the config that owns it, built from the pipeline's
+    fields when the pipeline config is made; the error names the pipeline's key."""
+    from srsearch.errors import UserError
+    from srsearch.pipeline import PipelineConfig
+
+    with pytest.raises(UserError) as e:
+        PipelineConfig(**{field: value})
+    assert str(e.value).startswith(words)
+
+
+def test_pipeline_builds_the_search_and_training_configs_from_its_fields():
+    from srsearch.pipeline import PipelineConfig
+
+    cfg = PipelineConfig(search_trials=7, train_steps=9, budget_ms=12.0, batch_size=3, seed=4)
+    run = cfg.run_config()
+    assert (run.trials, run.finetune_steps, run.budget_ms, run.batch_size, run.seed) == (
+        7, 9, 12.0, 3, 4)
+    assert run.sampler == "evolution" and run.lr == 2e-3  # RunConfig's own defaults
+    train = cfg.train_config(9, lr_patch=32)
+    assert (train.max_steps, train.lr_patch, train.batch_size, train.val_every) == (9, 32, 3, 2)

@@ -26,6 +26,7 @@ from srsearch.search import (
     search_pruning,
 )
 from srsearch.search._optuna import load_study
+from srsearch.search.predictor import PredictorDefaults
 from srsearch.search.pruning import importance, pruned_widths
 from srsearch.search.stage2 import RegularizedEvolution, arch_params, mutate
 from supernet.network import SuperNet
@@ -38,7 +39,7 @@ SPACE = SearchSpace(scale=2, max_depth=2, widths=(8, 12), res_inners=(8, 12),
 BUDGET = 1.2  # ms of FakePredictor: min_arch 0.53, max_arch 1.85; about half the space fits
 
 
-class FakePredictor:
+class FakePredictor(PredictorDefaults):
     """ms = MACs at 16x16 LR / 1e6 + 0.1: linear in MACs like the real table to first order;
     takes any multiple-of-4 widths."""
 
@@ -473,7 +474,7 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
     from srsearch import tflite
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     monkeypatch.setattr(tflite, "convert", lambda model, shape, path, **kw: Path(path))
@@ -534,7 +535,7 @@ def test_infeasible_budget_writes_nothing_and_a_retry_works(supernet, image_dir,
                                                             monkeypatch, capsys):
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")
@@ -559,7 +560,7 @@ def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_p
 
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from supernet.training import save_supernet
+    from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")
@@ -574,3 +575,45 @@ def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_p
     assert "cannot be resumed" in err and "another --out" in err and f"delete {out}" in err
     shutil.rmtree(out)  # as the message says
     assert main(args) == 0
+
+
+def _table_model(space: SearchSpace):
+    """A `LatencyModel` whose table holds exactly ``space``'s ops at 16x16 LR, 0.01 ms each."""
+    from srsearch.latency import LatencyModel, LatencyTable
+    from supernet.space import distinct_keys
+
+    entries = {k: {"median_ms": 0.01} for k in distinct_keys(space, (16, 16))}
+    table = LatencyTable(fingerprint={}, fingerprint_id="fake-lut", target={"target": "host"},
+                         scale=space.scale, out_size=(32, 32), lr_hw=(16, 16),
+                         export={"precision": "int8"}, space=space.to_dict(), entries=entries)
+    return LatencyModel(table)
+
+
+def test_run_search_refuses_a_table_that_does_not_cover_the_space(supernet, image_dir,
+                                                                   tmp_path):
+    narrow = SearchSpace(scale=2, max_depth=2, widths=(8,), res_inners=(8,), wide_inners=(16,))
+    model = _table_model(narrow)
+    model.check_covers(narrow)  # its own space: fine
+    assert model.export_spec == {"precision": "int8"}
+    assert model.target_spec == {"target": "host"} and model.lr_hw == (16, 16)
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as e:
+        run_search(supernet, model, RunConfig(budget_ms=1.0, data=str(image_dir)), out)
+    msg = str(e.value)
+    assert "fake-lut" in msg and "'widths': [8]" in msg  # the table's space
+    assert "'widths': [8, 12]" in msg  # the supernet's
+    assert not (out / "config.json").exists()  # refused before anything was written
+
+
+def test_search_flags_default_to_the_run_config():
+    import argparse
+    from dataclasses import fields
+
+    from srsearch.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = {a.dest: a.default for a in sub.choices["search"]._actions}
+    for f in fields(RunConfig):
+        if f.name != "budget_ms":  # required
+            want = str(f.default) if f.name == "devices" else f.default
+            assert defaults[f.name] == want, f.name

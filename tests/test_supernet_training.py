@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from srsearch.cli import main
+from srsearch.supernet_training import SupernetModule, load_supernet, space_to_dict, val_archs
 from supernet.space import SearchSpace
-from supernet.training import SupernetModule, load_supernet, space_to_dict, val_archs
 from tests.conftest import cli_cmd
 
 TINY = ["--batch-size", "2", "--lr-patch", "8", "--max-width", "12", "--max-depth", "2"]

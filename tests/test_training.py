@@ -138,7 +138,7 @@ def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypat
 
 
 def test_step_sampler_continues_mid_epoch():
-    from srsearch.datasets import StepSampler
+    from srsearch.patches import StepSampler
 
     step = [0]
     s = StepSampler(2, 3, lambda: step[0])
@@ -147,3 +147,21 @@ def test_step_sampler_continues_mid_epoch():
     assert list(s) == [8, 9, 10, 11]
     ranks = [list(StepSampler(2, 1, lambda: 1, rank=r, world=2)) for r in range(2)]
     assert ranks == [[4, 5], [6, 7]]  # step 1: samples 4..7, split between the two ranks
+
+
+def test_train_flags_are_the_train_config_fields():
+    """`srsearch train` builds its TrainConfig from its flags by field name
+    (`srsearch.settings.build_config`): every field has its flag, with the field's default."""
+    import argparse
+    from dataclasses import fields
+
+    from srsearch.cli import build_parser
+    from srsearch.commands._common import train_config_from_args
+    from srsearch.training import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    args = sub.choices["train"].parse_args(["--arch", "espcn", "--out", "x"])
+    cfg = train_config_from_args(args, 1e-3)
+    for f in fields(TrainConfig):
+        if f.name not in ("lr", "extra"):  # lr: the preset's; extra: not a flag
+            assert getattr(cfg, f.name) == f.default, f.name

@@ -31,23 +31,9 @@ def parse_devices(value: str) -> int | str:
 
 
 def train_config_from_args(args: argparse.Namespace, lr: float):
-    """The :class:`srsearch.training.TrainConfig` of ``srsearch train`` / ``supernet`` flags."""
+    """The :class:`srsearch.training.TrainConfig` of ``srsearch train`` / ``supernet`` flags
+    (each flag is the field of the same name)."""
+    from srsearch.settings import build_config
     from srsearch.training import TrainConfig
 
-    return TrainConfig(
-        data=args.data,
-        scale=args.scale,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr_patch=args.lr_patch,
-        lr=lr,
-        val_data=args.val_data,
-        val_every=args.val_every,
-        ckpt_every=args.ckpt_every,
-        seed=args.seed,
-        accelerator=args.accelerator,
-        devices=parse_devices(args.devices),
-        strategy=args.strategy,
-        precision=args.precision,
-        num_nodes=args.num_nodes,
-    )
+    return build_config(TrainConfig, vars(args), lr=lr, devices=parse_devices(args.devices))

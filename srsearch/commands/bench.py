@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from srsearch import atomic
 from srsearch.errors import UserError
 
 DELEGATES = ("xnnpack", "cpu", "gpu", "nnapi")
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         def record(result: Any, entry: dict = entry, rounds: dict = rounds) -> None:
             rounds[str(result.model)].append(result.to_dict())
             entry["results"] = [_summary(m, rounds[str(m)]) for m in args.models if rounds[str(m)]]
-            _write_json(report, out)
+            atomic.write_json(out, report)
             n = len(rounds[str(result.model)])
             console.print(
                 f"  round {n}/{args.rounds} {result.model.name}: median {result.median_ms:.3f} ms"
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             if todo:
                 device.benchmark(todo, runs=args.runs, warmup=args.warmup, on_result=record)
         entry["results"] = [_summary(m, rounds[str(m)]) for m in args.models]
-    _write_json(report, out)
+    atomic.write_json(out, report)
     by_fp: dict[str, list[dict[str, Any]]] = {}
     for entry in report["targets"]:
         by_fp.setdefault(entry["device_id"], []).append(entry)
@@ -256,7 +257,3 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _write_json(report: dict[str, Any], out: Path) -> None:
-    from srsearch import atomic
-
-    atomic.write_json(out, report)

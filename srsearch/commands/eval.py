@@ -39,9 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srsearch.atomic import write_json
     from srsearch.datasets import load_images
     from srsearch.errors import UserError
-    from srsearch.evaluate import evaluate, format_table, write_json
+    from srsearch.evaluate import evaluate, format_table
     from srsearch.modelio import resolve_model
     from srsearch.models import inference_form
     from srsearch.outpaths import check_out_file
@@ -55,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(inference_form(model), images, args.scale, rgb=args.rgb, progress=True)
     result.update(model=str(args.model), data=args.data)
     print(format_table(result, name))
-    write_json(result, out)
+    write_json(out, result)
     print(f"wrote {out}")
     return 0

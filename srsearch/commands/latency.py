@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 from srsearch.commands.bench import add_device_flags, device_options
 from srsearch.errors import UserError
 from srsearch.progress import ProgressBars
+from srsearch.sizes import parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -137,42 +137,22 @@ def _add_jobs(p: argparse.ArgumentParser) -> None:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from srsearch.latency._runner import default_jobs
+    from srsearch.latency.runner import default_jobs
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more")
     return args.jobs or default_jobs()
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720), (width, height)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or min(int(m[1]), int(m[2])) < 1:
-        raise UserError(f"--out-size {text!r}: give WIDTHxHEIGHT, e.g. 1280x720")
-    return int(m[1]), int(m[2])
-
-
 def space_from_args(args: argparse.Namespace):
-    """The default space at --scale, shrunk by the advanced --max-width/--max-depth/--blocks."""
-    from supernet.space import BLOCKS, RES_INNERS, WIDE_INNERS, WIDTHS, SearchSpace
+    """The default space at --scale, shrunk by the advanced --max-width/--max-depth/--blocks
+    (`supernet.space.make_space`, the constructor the supernet and the pipeline use)."""
+    from supernet.space import make_space
 
-    kw: dict[str, Any] = {"scale": args.scale}
-    if args.max_width is not None:
-        w = args.max_width
-        kw["widths"] = tuple(x for x in WIDTHS if x <= w)
-        kw["res_inners"] = tuple(x for x in RES_INNERS if x <= w)
-        kw["wide_inners"] = tuple(x for x in WIDE_INNERS if x <= 2 * w)
-        if not kw["widths"]:
-            raise UserError(f"--max-width {w} leaves no width; the smallest is {WIDTHS[0]}")
-    if args.max_depth is not None:
-        kw["max_depth"] = args.max_depth
+    blocks = None
     if args.blocks is not None:
-        kw["blocks"] = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
-        if "wide" in kw["blocks"] and not kw.get("wide_inners", WIDE_INNERS):
-            raise UserError("--max-width leaves no wide inner width; drop 'wide' from --blocks")
-    if "blocks" not in kw and not kw.get("wide_inners", WIDE_INNERS):
-        kw["blocks"] = tuple(b for b in BLOCKS if b != "wide")
-    return SearchSpace(**kw)
+        blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
+    return make_space(args.scale, args.max_width, args.max_depth, blocks)
 
 
 def _device_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,7 +189,7 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
     from android_bench import device_from_target
     from srsearch._imageio import default_cache_dir
     from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
-    from srsearch.latency._runner import probe_cache_dir
+    from srsearch.latency.runner import probe_cache_dir
 
     device = device_from_target(args.target, **_device_options(args))
     lr_hw = lr_size(out_size, space.scale)

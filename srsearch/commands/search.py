@@ -136,12 +136,6 @@ def load_latency_model(path: Path):
     return LatencyModel.load(path)
 
 
-def table_export_options(predictor) -> dict:
-    """The export settings the latency table was measured with ({} for other predictors), so
-    that --measure times the final model the way the table timed its layers."""
-    return dict(getattr(getattr(predictor, "table", None), "export", None) or {})
-
-
 def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
     """'espcn=12.5:31.2' -> ('espcn', (12.5, 31.2))."""
     from srsearch.errors import UserError
@@ -156,28 +150,11 @@ def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.search.run import RunConfig, run_search
-    from supernet.training import load_supernet
+    from srsearch.settings import build_config
+    from srsearch.supernet_training import load_supernet
 
-    cfg = RunConfig(
-        budget_ms=args.budget_ms,
-        budget_floor=args.budget_floor,
-        overshoot=args.overshoot,
-        data=args.data,
-        trials=args.trials,
-        stage3_trials=args.stage3_trials,
-        finetune_steps=args.finetune_steps,
-        sampler=args.sampler,
-        stage3_sampler=args.stage3_sampler,
-        crop=args.crop or None,
-        max_ratio=args.max_ratio,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr_patch=args.lr_patch,
-        lr=args.lr,
-        distill=args.distill,
-        accelerator=args.accelerator,
-        devices=parse_devices(args.devices),
-    )
+    cfg = build_config(RunConfig, vars(args), crop=args.crop or None,
+                       devices=parse_devices(args.devices))
     baselines = dict(parse_baseline(b) for b in args.baseline)
     supernet = load_supernet(args.supernet)
     predictor = load_latency_model(args.lut)
@@ -194,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=device,
         baselines=baselines,
-        export_options=table_export_options(predictor),
+        export_options=predictor.export_spec,
         progress=True,
         supernet_path=args.supernet,
     )

@@ -53,35 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def make_space(scale: int, max_width: int, max_depth: int):
-    """The default search space, optionally narrowed or widened (widths on the step-4 grid)."""
-    from srsearch.errors import UserError
-    from supernet.space import SearchSpace
-
-    if max_width < 8 or max_width % 4:
-        raise UserError(f"--max-width {max_width} must be a multiple of 4, at least 8")
-    widths = tuple(range(8, max_width + 1, 4))
-    return SearchSpace(
-        scale=scale,
-        max_depth=max_depth,
-        widths=widths,
-        res_inners=widths,
-        wide_inners=tuple(range(16, 2 * max_width + 1, 4)),
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    from srsearch.errors import UserError
-    from supernet.training import train_supernet
+    from srsearch.supernet_training import train_supernet
+    from supernet.space import make_space
 
-    if not 0.0 <= args.distill <= 1.0:
-        raise UserError(f"--distill {args.distill} must be between 0 and 1")
-    if args.k_random < 0:
-        raise UserError(f"--k-random {args.k_random} must be >= 0")
-    if not 0 <= args.k_deep <= args.k_random:
-        raise UserError(
-            f"--k-deep {args.k_deep} must be between 0 and --k-random ({args.k_random})"
-        )
     cfg = train_config_from_args(args, args.lr)
     space = make_space(args.scale, args.max_width, args.max_depth)
     summary = train_supernet(

@@ -13,8 +13,6 @@ interrupted build resumes where it stopped. The device is passed in; nothing her
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import random
 import statistics
 import time
@@ -26,49 +24,21 @@ import numpy as np
 
 from android_bench import BenchResult, Device
 from srsearch.errors import UserError
-from srsearch.latency._runner import Exporter, Job, add_net_round, interleave, load1, runner
 from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
-from supernet.space import (
-    KEEPS_WIDTH,
+from srsearch.latency.runner import Exporter, Job, add_net_round, interleave, load1, runner
+from srsearch.sizes import lr_size  # re-exported (srsearch.latency)
+from supernet.space import (  # distinct_keys: re-exported here and in srsearch.latency
     ArchConfig,
-    CellConfig,
     LayerSpec,
     SearchSpace,
-    layers,
+    distinct_keys,
     macs,
 )
 
 Progress = Callable[[str, int, int], None]
 """on_progress(stage, done, total); stage is "export" or "timing"."""
-
-
-def lr_size(out_size: tuple[int, int], scale: int) -> tuple[int, int]:
-    """LR (height, width) for an HR output of ``out_size`` = (width, height).
-
-    Rounded up, so the output covers the target (x3 at 1280x720: LR 240x427, output 1281x720,
-    one column to crop); rounding down would time a smaller image than the one shipped.
-    """
-    w, h = out_size
-    return math.ceil(h / scale), math.ceil(w / scale)
-
-
-def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
-    """Every distinct op key any architecture of ``space`` has at ``lr_hw``, in a fixed order.
-
-    An op's key depends only on its cell's input width, kind, width and inner width (the head
-    on the head width, the tail on the last width), so the one-cell nets of every (input width,
-    cell) pair already hold every key of every depth.
-    """
-    keys: dict[LayerSpec, None] = {}
-    for cin in space.widths:
-        for block in space.blocks:
-            for width in (cin,) if block in KEEPS_WIDTH else space.widths:
-                for inner in space._inners(block, width):
-                    arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),))
-                    keys.update(dict.fromkeys(layers(arch, lr_hw)))
-    return list(keys)
 
 
 def spanning_archs(
@@ -111,11 +81,6 @@ def spanning_archs(
         used.add(i)
         chosen.append(archs[i])
     return chosen
-
-
-def space_from_dict(d: dict[str, Any]) -> SearchSpace:
-    """The `SearchSpace` a table records (`dataclasses.asdict` of it, lists from JSON)."""
-    return SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def build_table(
@@ -164,7 +129,7 @@ def build_table(
         exporter: Writes a model file; default `srsearch.tflite.convert` (tests pass a fake).
         jobs: Processes exporting models in parallel (all exports come before any timing).
         probe_cache: Keep probe files here and reuse them (they do not depend on the device);
-            `_runner.probe_cache_dir(root)` names a folder per converter version.
+            `runner.probe_cache_dir(root)` names a folder per converter version.
         on_progress: Called as models are exported and timed.
     """
     path = Path(path)
@@ -179,7 +144,7 @@ def build_table(
         export=export_settings(channels_last_io, depth_to_space, precision),
     )
     table = _resume(path, fresh)
-    table.space = dataclasses.asdict(space)
+    table.space = space.to_dict()
     table.settings = {
         "runs": runs,
         "warmup": warmup,

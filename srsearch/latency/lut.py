@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srsearch import atomic
 from srsearch.errors import UserError
 from srsearch.latency.probes import key_str
 from supernet.space import LayerSpec
 
+TABLE_INDENT = 1  # JSON indent of tables and validation reports (they are large)
 FORMAT = "srsearch-latency-lut/1"
 _KEY_FIELDS = ("op", "cin", "cout", "k", "h", "w", "act")
 
@@ -156,7 +158,7 @@ class LatencyTable:
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file + rename): a kill never leaves half a table."""
-        write_json_atomic(self.to_dict(), path)
+        atomic.write_json(path, self.to_dict(), indent=TABLE_INDENT)
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
@@ -179,12 +181,6 @@ class LatencyTable:
 def arch_id(arch: dict[str, Any]) -> str:
     """Canonical string of an architecture dict (key of `LatencyTable.nets`)."""
     return json.dumps(arch, sort_keys=True, separators=(",", ":"))
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    from srsearch import atomic
-
-    atomic.write_json(path, obj, indent=1)
 
 
 def _size(wh: tuple[int, int]) -> str:

@@ -27,7 +27,8 @@ import numpy as np
 
 from srsearch.errors import UserError
 from srsearch.latency.lut import LatencyTable
-from supernet.space import ArchConfig, LayerSpec, layers
+from srsearch.latency.probes import key_str
+from supernet.space import ArchConfig, LayerSpec, SearchSpace, distinct_keys, layers
 
 # Candidate forms, simplest first.
 FORMS: dict[str, tuple[str, ...]] = {
@@ -132,6 +133,29 @@ class LatencyModel:
     @property
     def lr_hw(self) -> tuple[int, int]:
         return self.table.lr_hw
+
+    @property
+    def target_spec(self) -> dict[str, Any]:
+        """How to rebuild the table's device (`android_bench.device_from_target`)."""
+        return self.table.target
+
+    @property
+    def export_spec(self) -> dict[str, Any]:
+        """The export settings the table's nets were measured with (ship the same)."""
+        return dict(self.table.export or {})
+
+    def check_covers(self, space: SearchSpace) -> None:
+        """Refuse a ``space`` with ops the table never measured, naming both spaces."""
+        missing = [k for k in distinct_keys(space, self.table.lr_hw) if k not in self.table.entries]
+        if missing:
+            built = self.table.space or "unknown"
+            raise UserError(
+                f"the latency table for {self.fingerprint_id} (built for space {built}) does "
+                f"not cover the supernet's space {space.to_dict()}: it has no entry for "
+                f"{len(missing)} of its ops (e.g. {key_str(missing[0])}). Build the table with "
+                "the supernet's --scale/--max-width/--max-depth (`srsearch latency build`; a "
+                "rerun on the same --out measures only the missing ops)."
+            )
 
     def table_sum(self, arch: ArchConfig) -> float:
         """Sum of the table terms alone (no fitted term), ms."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch.layers import LRSkip
+from srcore.layers import LRSkip
 from supernet.space import LayerSpec
 
 # Bump when a probe's definition changes: cached probe files of older versions are not reused.

@@ -10,11 +10,13 @@ import numpy as np
 from scipy import stats
 
 from android_bench import BenchResult, Device
+from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.latency._runner import NET_FIELDS, Exporter, Job, add_net_round, runner
-from srsearch.latency.build import net_job, space_from_dict, spanning_archs
-from srsearch.latency.lut import arch_id, write_json_atomic
+from srsearch.latency.build import net_job, spanning_archs
+from srsearch.latency.lut import TABLE_INDENT, arch_id
 from srsearch.latency.model import LatencyModel
+from srsearch.latency.runner import NET_FIELDS, Exporter, Job, add_net_round, runner
+from supernet.space import space_from_dict
 
 
 def summarize(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def validate(
     def record(job: Job, result: BenchResult) -> None:
         nonlocal done
         measured[job.id] = add_net_round(measured.get(job.id), by_id[job.id], result, table.lr_hw)
-        write_json_atomic(report(), out)
+        atomic.write_json(out, report(), indent=TABLE_INDENT)
         done += 1
         progress("timing", done, total)
 
@@ -169,7 +171,7 @@ def validate(
             round_jobs = [j for j in todo if rounds_done(j.id) < r]
             run.time(round_jobs if r % 2 else round_jobs[::-1], runs, warmup, record)
     final = report()
-    write_json_atomic(final, out)
+    atomic.write_json(out, final, indent=TABLE_INDENT)
     return final
 
 

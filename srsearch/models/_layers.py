@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from srsearch.layers import LRSkip  # noqa: F401  (re-exported for the model files)
+from srcore.layers import LRSkip  # noqa: F401  (re-exported for the model files)
 
 SCALES = (2, 3, 4)
 

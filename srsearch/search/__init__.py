@@ -12,8 +12,8 @@ accuracy evaluator as arguments; it builds neither.
 `run_search` does all of it (and fine-tuning) in a resumable run directory.
 """
 
-from srsearch.search._optuna import LatencyPredictor
 from srsearch.search.evaluator import ImageScorer, Score, SubnetEvaluator
+from srsearch.search.predictor import LatencyPredictor, PredictorDefaults, SearchPredictor
 from srsearch.search.pruning import PruneConfig, apply_pruning, channel_groups, prune_by_ratios
 from srsearch.search.run import RunConfig, run_search
 from srsearch.search.stage2 import (
@@ -28,12 +28,14 @@ from srsearch.search.stage3 import Stage3Result, search_pruning, space_floors
 __all__ = [
     "ImageScorer",
     "LatencyPredictor",
+    "PredictorDefaults",
     "PruneConfig",
     "RegularizedEvolution",
     "RunConfig",
     "Score",
     "Stage2Config",
     "Stage2Result",
+    "SearchPredictor",
     "Stage3Result",
     "SubnetEvaluator",
     "apply_pruning",

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -32,17 +32,6 @@ def latency_violation(latency_ms: float, budget_ms: float, floor_ms: float = 0.0
     """How far ``latency_ms`` lies outside ``[floor_ms, budget_ms]`` (<= 0: feasible); the
     Optuna constraint value of a trial, and the one feasibility rule of both stages."""
     return max(latency_ms - budget_ms, floor_ms - latency_ms)
-
-
-class LatencyPredictor(Protocol):
-    """What the search needs of a latency model: predicted ms of an architecture on the target.
-
-    Stage 3 also predicts pruned architectures, whose widths are any multiple of 4 down to the
-    pruning floors (still valid `ArchConfig`s); `srsearch.latency.LatencyModel` covers them when
-    the floors are the search space's minima (its table holds every width of the grid).
-    """
-
-    def predict(self, arch: ArchConfig) -> float: ...
 
 
 def quiet_optuna() -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+from srsearch.metrics import score_sr
 from supernet.network import SuperNet
 from supernet.space import ArchConfig
 
@@ -88,13 +88,10 @@ class ImageScorer:
             outs = [sr for x in self._batches for sr in model(x)]  # (3, hs, ws) each
         finally:
             model.train(was_training)
-        psnr, ssim = [], []
-        for sr, hr in zip(outs, self.hr, strict=True):
-            out = tensor_to_uint8(sr)
-            psnr.append(calculate_psnr(out, hr, self.scale))
-            if self.with_ssim:
-                ssim.append(calculate_ssim(out, hr, self.scale))
-        return Score(float(np.mean(psnr)), float(np.mean(ssim)) if ssim else float("nan"))
+        scores = [score_sr(sr, hr, self.scale, ssim=self.with_ssim)
+                  for sr, hr in zip(outs, self.hr, strict=True)]
+        psnr, ssim = (float(np.mean(v)) for v in zip(*scores, strict=True))
+        return Score(psnr, ssim if self.with_ssim else float("nan"))
 
 
 class SubnetEvaluator:

@@ -18,13 +18,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from srsearch import atomic
 from srsearch.training import (
     SRDataModule,
     SRModule,
     TrainConfig,
+    distill_loss,
     fit,
     make_trainer,
     resume_checkpoint,
@@ -53,7 +53,7 @@ class FinetuneModule(SRModule):
         with torch.no_grad():
             target = self.teacher.eval()(lr)
         a = self.hparams.distill
-        loss = (1 - a) * F.l1_loss(sr, hr) + a * F.l1_loss(sr, target)
+        loss = distill_loss(sr, hr, target, a)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

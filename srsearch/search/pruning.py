@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from srsearch.errors import UserError
-from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, wide_low
+from supernet.cells import KINDS
+from supernet.cells.base import IN, INNER, LOW, OUT
+from supernet.space import ArchConfig, CellConfig
 from supernet.subnet import SubNet
 
 FORMAT = "srsearch.prune/1"
@@ -57,7 +59,7 @@ class ChannelGroup:
 
 def _tied(arch: ArchConfig, i: int) -> bool:
     """Whether cell i's output shares channels with its input (an identity add)."""
-    return arch.cells[i].block in KEEPS_WIDTH
+    return KINDS[arch.cells[i].block].residual
 
 
 def trunk_of(arch: ArchConfig) -> list[str]:
@@ -78,25 +80,27 @@ def channel_groups(arch: ArchConfig) -> list[ChannelGroup]:
                            tuple(j for j, m in enumerate(trunk) if m == n))
               for n in dict.fromkeys(trunk)]
     for i, c in enumerate(arch.cells):
-        if c.block in ("res", "wide"):
+        kind = KINDS[c.block]
+        if kind.has_inner:
             groups.append(ChannelGroup(f"cells.{i}.inner", f"{c.block}_inner", c.inner, (i,)))
-        if c.block == "wide":
-            groups.append(ChannelGroup(f"cells.{i}.low", "low", wide_low(c.width), (i,)))
+        if kind.low is not None:
+            groups.append(ChannelGroup(f"cells.{i}.low", "low", kind.low(c.width), (i,)))
     return groups
 
 
 def _writers(model: SubNet, group: ChannelGroup) -> list[nn.Conv2d]:
     """The convs whose output channels are ``group``."""
     if group.kind != "trunk":
-        name = {"res_inner": "conv1", "wide_inner": "expand", "low": "reduce"}[group.kind]
-        return [getattr(model.cells[group.where[0]], name)]
+        i = group.where[0]
+        conv = KINDS[model.arch.cells[i].block].writer(LOW if group.kind == "low" else INNER)
+        return [getattr(model.cells[i], conv.name)]
     out = []
     for j in group.where:
         if j == 0:
             out.append(model.head)
-        else:  # the last conv of cell j-1
-            cell = model.cells[j - 1]
-            out.append(cell.conv2 if model.arch.cells[j - 1].block == "res" else cell.conv)
+        else:  # the conv of cell j-1 that writes its output
+            conv = KINDS[model.arch.cells[j - 1].block].writer(OUT)
+            out.append(getattr(model.cells[j - 1], conv.name))
     return out
 
 
@@ -148,16 +152,18 @@ class PruneConfig:
         cells = []
         for i, c in enumerate(self.arch.cells):
             w = width[i + 1]
-            if c.block == "conv":
-                cells.append(CellConfig("conv", w))
+            kind = KINDS[c.block]
+            if not kind.has_inner:
+                cells.append(CellConfig(c.block, w))
                 continue
             inner = len(self.kept(groups[f"cells.{i}.inner"]))
             cells.append(CellConfig(c.block, w, inner))
-            if c.block == "wide":
-                low = len(self.kept(groups[f"cells.{i}.low"]))
-                if low != wide_low(w):
-                    raise UserError(f"prune config keeps {low} low-rank channels of wide cell "
-                                    f"{i}, but its width {w} needs wide_low({w}) = {wide_low(w)}")
+            if kind.low is not None:
+                low, need = len(self.kept(groups[f"cells.{i}.low"])), kind.low(w)
+                if low != need:
+                    raise UserError(f"prune config keeps {low} low-rank channels of "
+                                    f"{c.block} cell {i}, but its width {w} needs "
+                                    f"{kind.low.__name__}({w}) = {need}")
         return ArchConfig(self.arch.scale, width[0], tuple(cells))
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,7 +212,8 @@ def pruned_widths(arch: ArchConfig, ratios: Mapping[str, float],
     trunk = trunk_of(arch)
     for g in groups:
         if g.kind == "low":
-            width[g.name] = wide_low(width[trunk[g.where[0] + 1]])
+            low = KINDS[arch.cells[g.where[0]].block].low
+            width[g.name] = low(width[trunk[g.where[0] + 1]])
     return width
 
 
@@ -264,18 +271,12 @@ def apply_pruning(subnet: SubNet, prune: PruneConfig) -> SubNet:
     rgb = list(range(3))
     _copy(subnet.head, out.head, trunk[0], rgb)
     for i, (c, src, dst) in enumerate(zip(arch.cells, subnet.cells, out.cells, strict=True)):
-        cin, cout = trunk[i], trunk[i + 1]
-        if c.block == "conv":
-            _copy(src.conv, dst.conv, cout, cin)
-        elif c.block == "res":
-            inner = prune.kept(groups[f"cells.{i}.inner"])
-            _copy(src.conv1, dst.conv1, inner, cin)
-            _copy(src.conv2, dst.conv2, cin, inner)
-        else:
-            inner = prune.kept(groups[f"cells.{i}.inner"])
-            low = prune.kept(groups[f"cells.{i}.low"])
-            _copy(src.expand, dst.expand, inner, cin)
-            _copy(src.reduce, dst.reduce, low, inner)
-            _copy(src.conv, dst.conv, cout, low)
+        kept = {IN: trunk[i], OUT: trunk[i + 1]}  # the same group in a residual cell
+        for space in (INNER, LOW):
+            if f"cells.{i}.{space}" in groups:
+                kept[space] = prune.kept(groups[f"cells.{i}.{space}"])
+        for conv in KINDS[c.block].convs:
+            _copy(getattr(src, conv.name), getattr(dst, conv.name), kept[conv.cout],
+                  kept[conv.cin])
     _copy(subnet.tail, out.tail, list(range(subnet.tail.out_channels)), trunk[-1])
     return out.train(subnet.training)

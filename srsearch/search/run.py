@@ -33,8 +33,9 @@ from typing import Any
 
 from srsearch.atomic import write_json, write_text
 from srsearch.errors import UserError
-from srsearch.search._optuna import LatencyPredictor, load_study, record
+from srsearch.search._optuna import load_study, record
 from srsearch.search.evaluator import SubnetEvaluator
+from srsearch.search.predictor import LatencyPredictor, SearchPredictor
 from srsearch.search.pruning import PruneConfig, apply_pruning
 from srsearch.search.stage2 import (
     SAMPLERS,
@@ -44,6 +45,8 @@ from srsearch.search.stage2 import (
     search_architecture,
     stage2_result,
 )
+from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
+from srsearch.sizes import TARGET_OUTPUT, lr_size
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
@@ -110,7 +113,8 @@ class RunConfig:
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
             "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-            "--stage3-sampler": (self.stage3_sampler in ("gp", "tpe"), "gp or tpe"),
+            "--stage3-sampler": (self.stage3_sampler in STAGE3_SAMPLERS,
+                                 " or ".join(STAGE3_SAMPLERS)),
             "--crop": (self.crop is None or self.crop >= 16, "at least 16 (or none)"),
             "--max-ratio": (0 <= self.max_ratio < 1, "in [0, 1)"),
             "--distill": (0 <= self.distill <= 1, "in [0, 1]"),
@@ -132,22 +136,13 @@ class RunConfig:
     def train_config(self, scale: int, steps: int | None = None, lr: float | None = None):
         """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
         the baselines with it so that they get the same data, steps, batch, patch and seed)."""
+        from srsearch.settings import build_config
         from srsearch.training import TrainConfig
 
         steps = steps or self.finetune_steps
-        return TrainConfig(data=self.data, scale=scale, max_steps=steps,
-                           batch_size=self.batch_size, lr_patch=self.lr_patch,
-                           lr=self.lr if lr is None else lr, val_every=steps,
-                           ckpt_every=max(1, min(100, steps)), seed=self.seed,
-                           accelerator=self.accelerator, devices=self.devices)
-
-
-def _write_text(text: str, path: Path) -> None:
-    write_text(path, text)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    write_json(path, obj)
+        return build_config(TrainConfig, asdict(self), scale=scale, max_steps=steps,
+                            lr=self.lr if lr is None else lr, val_every=steps,
+                            ckpt_every=max(1, min(100, steps)))
 
 
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
@@ -163,7 +158,7 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
             raise UserError(f"--resume {out}: settings differ from the run's ({details}); "
                             "resume with the same settings or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(config, path)
+    write_json(path, config)
 
 
 def _csv_fields() -> list[str]:
@@ -248,7 +243,7 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
                     export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
     e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
-    from srsearch.latency._runner import export_tflite
+    from srsearch.latency.runner import export_tflite
 
     path = export_tflite(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
     result = device.benchmark([path])[0]
@@ -259,7 +254,7 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
 
 def run_search(
     supernet: SuperNet,
-    predictor: LatencyPredictor,
+    predictor: SearchPredictor,
     cfg: RunConfig,
     out: Path,
     *,
@@ -274,7 +269,9 @@ def run_search(
 
     Args:
         supernet: The trained stage-1 supernet.
-        predictor: Latency model of the target (``predict(arch) -> ms``).
+        predictor: Latency model of the target (`SearchPredictor`: ``predict(arch) -> ms``,
+            the target, LR size and export settings it holds for); its ops must cover the
+            supernet's space.
         device: An `android_bench.Device` to measure the final model on, or None.
         baselines: name -> (latency ms, PSNR) to mark on the plot.
         export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
@@ -285,15 +282,17 @@ def run_search(
     from srsearch.rundir_lock import run_dir_lock
     from srsearch.search.stage2 import check_budget
 
-    # Before anything is written: a budget no subnet meets must not leave a config.json behind
-    # (a plain retry would be refused, and --resume with another budget too).
+    # Before anything is written: a table that lacks some of the space's ops, or a budget no
+    # subnet meets, must not leave a config.json behind (a plain retry would be refused, and
+    # --resume with another budget too).
+    predictor.check_covers(supernet.space)
     check_budget(supernet.space, predictor, cfg.budget_ms * (1 + cfg.overshoot))
     with run_dir_lock(Path(out)) as out:
         return _run_search(supernet, predictor, cfg, out, resume, device, baselines,
                            export_options, progress, supernet_path)
 
 
-def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
+def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, out: Path,
                 resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
                 export_options: Mapping[str, Any] | None, progress: bool,
                 supernet_path: Path | None = None) -> dict[str, Any]:
@@ -305,12 +304,11 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
     space = supernet.space
     scale = space.scale
     config = {**asdict(cfg), "space": repr(space),
-              "target": getattr(predictor, "fingerprint_id", None),
+              "target": predictor.fingerprint_id,
               # how to rebuild the target's device (`srsearch compare` measures on it)
-              "target_spec": getattr(getattr(predictor, "table", None), "target", None),
+              "target_spec": predictor.target_spec,
               # how the table's nets were exported (e.g. {"precision": "int8"}): ship the same
-              "export_spec": dict(getattr(getattr(predictor, "table", None), "export", None)
-                                  or {}),
+              "export_spec": dict(predictor.export_spec),
               "supernet_path": str(Path(supernet_path).resolve()) if supernet_path else None}
     _check_run_dir(out, config, resume)
     supernet = supernet.eval()
@@ -341,7 +339,7 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
     else:
         s2 = search_architecture(space, s2_predictor, evaluator, s2cfg, db,
                                  on_trial=_appender(csv_path, "stage2"), progress=progress)
-        _write_text(json.dumps(s2.arch.to_dict(), indent=2), arch_path)
+        write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())
     subnet = supernet.get_active_subnet(arch).eval()
 
@@ -356,10 +354,10 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
                             max_ratio=cfg.max_ratio,
                             sampler=cfg.stage3_sampler, seed=cfg.seed,
                             on_trial=_appender(csv_path, "stage3"), progress=progress)
-        _write_text(s3.prune.to_json(), prune_path)
+        write_text(prune_path, s3.prune.to_json())
     else:
         s3 = None
-        _write_text(PruneConfig(arch).to_json(), prune_path)
+        write_text(prune_path, PruneConfig(arch).to_json())
     prune = PruneConfig.from_json(prune_path.read_text())
     write_trials_csv(csv_path, {"stage2": s2.trials, **({"stage3": s3.trials} if s3 else {})})
 
@@ -385,7 +383,7 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
     from srsearch.evaluate import evaluate
 
     final_arch = prune.pruned_arch()
-    lr_hw = tuple(getattr(predictor, "lr_hw", None) or _default_lr_hw(scale))
+    lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
     result = evaluate(model, images, scale)
     measured = (measure_latency(model, device, lr_hw, out, export_options)
                 if device is not None else None)
@@ -419,7 +417,7 @@ def _run_search(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig,
         "search_metric": f"Y-PSNR/SSIM with inherited weights on {cfg.crop}x{cfg.crop} LR "
                          "center crops" if cfg.crop else "whole images",
     }
-    _write_json(summary, out / "summary.json")
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -470,8 +468,5 @@ def _stage_summary(r: Stage2Result | Any) -> dict[str, Any]:
 
 
 def _default_lr_hw(scale: int) -> tuple[int, int]:
-    from srsearch.export import default_input_size
-
-    w, h = default_input_size(scale)
-    return h, w
+    return lr_size(TARGET_OUTPUT, scale)
 

@@ -40,7 +40,6 @@ from optuna.trial import FrozenTrial, Trial
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
     WALL_ATTR,
-    LatencyPredictor,
     ScoreBook,
     best_trial,
     completed,
@@ -51,7 +50,9 @@ from srsearch.search._optuna import (
     run_trials,
 )
 from srsearch.search.evaluator import Score
-from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, SearchSpace
+from srsearch.search.predictor import LatencyPredictor
+from supernet.cells import KINDS
+from supernet.space import ArchConfig, CellConfig, SearchSpace
 
 SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
 STUDY_NAME = "stage2"
@@ -92,15 +93,11 @@ class Stage2Config:
     max_scored: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.budget_ms > 0:
-            raise UserError(f"--budget-ms {self.budget_ms} must be positive")
+        # budget, trials and sampler are the user's settings, checked where they are defined
+        # (`srsearch.search.run.RunConfig`); the floor and the evolution sizes are this stage's.
         if not 0 <= self.floor_ms < self.budget_ms:
             raise UserError(f"latency floor {self.floor_ms:g} ms must be in [0, budget "
                             f"{self.budget_ms:g} ms); lower --budget-floor")
-        if self.n_trials < 1:
-            raise UserError(f"--trials {self.n_trials} must be at least 1")
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if not 1 <= self.tournament <= self.population:
             raise UserError(f"tournament {self.tournament} must be in 1..population "
                             f"({self.population})")
@@ -167,11 +164,11 @@ def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
     cells, cin = [], head
     for i in range(depth):
         block = trial.suggest_categorical(f"c{i}_block", list(space.blocks))
-        if block == "conv":
-            cells.append(CellConfig("conv", _suggest(trial, f"c{i}_width", space.widths)))
-        else:
-            inners = space._inners(block, cin)
-            cells.append(CellConfig(block, cin, _suggest(trial, f"c{i}_{block}_inner", inners)))
+        kind = KINDS[block]
+        width = cin if kind.residual else _suggest(trial, f"c{i}_width", space.widths)
+        inner = (_suggest(trial, f"c{i}_{block}_inner", space.inner_choices(block, width))
+                 if kind.has_inner else None)
+        cells.append(CellConfig(block, width, inner))
         cin = cells[-1].width
     return ArchConfig(space.scale, head, tuple(cells))
 
@@ -181,9 +178,9 @@ def arch_params(arch: ArchConfig) -> dict[str, Any]:
     params: dict[str, Any] = {"depth": arch.depth, "head_width": arch.head_width}
     for i, c in enumerate(arch.cells):
         params[f"c{i}_block"] = c.block
-        if c.block == "conv":
+        if not KINDS[c.block].residual:
             params[f"c{i}_width"] = c.width
-        else:
+        if KINDS[c.block].has_inner:
             params[f"c{i}_{c.block}_inner"] = c.inner
     return params
 
@@ -196,8 +193,8 @@ def _build(space: SearchSpace, head: int, genes: list[tuple[str, int, int]]) -> 
     input."""
     cells, cin = [], head
     for block, width, inner in genes:
-        width = cin if block in KEEPS_WIDTH else width
-        cells.append(CellConfig(block, width, width if block == "conv" else inner))
+        width = cin if KINDS[block].residual else width
+        cells.append(CellConfig(block, width, inner if KINDS[block].has_inner else width))
         cin = width
     return ArchConfig(space.scale, head, tuple(cells))
 
@@ -207,9 +204,11 @@ def _random_gene(space: SearchSpace, rng: random.Random,
     """A random cell (of kind ``block`` if given); a res or wide cell's width is fixed later."""
     block = block or rng.choice(space.blocks)
     width = rng.choice(space.widths)
-    inner = {"conv": width, "res": rng.choice(space.res_inners),
-             "wide": rng.choice(space.wide_inners)}[block]
-    return block, width, inner
+    # One draw per kind that has inner widths, in the registry's order, whichever kind is
+    # picked: the random stream (and so the searches seeded before) stays as it was.
+    inners = {k.name: rng.choice(k.inner_choices(space, width)) for k in KINDS.values()
+              if k.has_inner}
+    return block, width, inners.get(block, width)
 
 
 def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConfig:
@@ -228,9 +227,9 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         ops.append("remove")
     if len(space.blocks) > 1:
         ops.append("block")
-    if any(g[0] == "conv" for g in genes) and len(space.widths) > 1:
+    if any(not KINDS[g[0]].residual for g in genes) and len(space.widths) > 1:
         ops.append("width")
-    if any(g[0] in KEEPS_WIDTH for g in genes):
+    if any(KINDS[g[0]].has_inner for g in genes):
         ops.append("inner")
     if not ops:
         return arch
@@ -246,13 +245,13 @@ def mutate(space: SearchSpace, arch: ArchConfig, rng: random.Random) -> ArchConf
         block = rng.choice([b for b in space.blocks if b != genes[i][0]])
         genes[i] = _random_gene(space, rng, block)
     elif op == "width":
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] == "conv"])
+        i = rng.choice([j for j, g in enumerate(genes) if not KINDS[g[0]].residual])
         b, w, inner = genes[i]
         genes[i] = (b, rng.choice([v for v in space.widths if v != w]), inner)
     else:
-        i = rng.choice([j for j, g in enumerate(genes) if g[0] in KEEPS_WIDTH])
+        i = rng.choice([j for j, g in enumerate(genes) if KINDS[g[0]].has_inner])
         b, w, inner = genes[i]
-        choices = space._inners(b, w)
+        choices = space.inner_choices(b, w)
         genes[i] = (b, w, rng.choice([v for v in choices if v != inner] or [inner]))
     return _build(space, head, genes)
 

@@ -36,7 +36,6 @@ from optuna.trial import FrozenTrial, Trial
 from srsearch.errors import UserError
 from srsearch.search._optuna import (
     WALL_ATTR,
-    LatencyPredictor,
     ScoreBook,
     best_trial,
     completed,
@@ -46,6 +45,7 @@ from srsearch.search._optuna import (
     run_trials,
 )
 from srsearch.search.evaluator import ImageScorer
+from srsearch.search.predictor import LatencyPredictor
 from srsearch.search.pruning import (
     STEP,
     PruneConfig,
@@ -54,6 +54,7 @@ from srsearch.search.pruning import (
     prune_by_ratios,
     uniform_fit,
 )
+from supernet.cells import KINDS
 from supernet.space import SearchSpace
 from supernet.subnet import SubNet
 
@@ -62,9 +63,11 @@ STUDY_NAME = "stage3"
 
 
 def space_floors(space: SearchSpace) -> dict[str, int]:
-    """Pruning floors per group kind = the space's smallest width of that kind."""
-    return {"trunk": min(space.widths), "res_inner": min(space.res_inners),
-            "wide_inner": min(space.wide_inners)}
+    """Pruning floors per group kind = the space's smallest width of that kind (the trunk's,
+    and each kind's inner widths: ``res_inner``, ``wide_inner``)."""
+    return {"trunk": min(space.widths),
+            **{f"{k.name}_inner": min(k.inner_choices(space, 0)) for k in KINDS.values()
+               if k.has_inner}}
 
 
 @dataclass
@@ -122,11 +125,10 @@ def search_pruning(
         floors: Smallest width per group kind (`space_floors`); default 4 for every kind.
         floor_ms: Lowest predicted latency a pruned net may have (stage 2's latency floor).
         max_ratio: Largest ratio per group.
+
+    ``n_trials``, ``max_ratio`` and ``sampler`` are checked by their owner,
+    `srsearch.search.run.RunConfig`.
     """
-    if not 0.0 <= max_ratio < 1.0:
-        raise UserError(f"max_ratio {max_ratio} must be in [0, 1)")
-    if n_trials < 1:
-        raise UserError(f"--stage3-trials {n_trials} must be at least 1")
     floors = dict(floors or {})
     names = prunable(model, floors)
     settings = {"budget_ms": budget_ms, "arch": model.arch.to_json(), "floors": floors,

@@ -1,4 +1,7 @@
-"""Stage 1: train the weight-sharing supernet with Lightning.
+"""Stage 1: train the weight-sharing supernet with Lightning (``srsearch supernet``).
+
+It lives with the other training code (`srsearch.training`: data module, Trainer, resume checks,
+optimiser setup) so that ``supernet/`` stays model code that imports nothing from srsearch.
 
 Every step follows the sandwich rule: the largest subnet learns from the HR target, and the
 smallest plus ``k_random`` random subnets learn from a mix of the HR target and the largest
@@ -33,20 +36,24 @@ import torch.nn.functional as F
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr, tensor_to_uint8
+from srsearch.metrics import score_sr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
+from srsearch.rundir_lock import run_dir_lock
+from srsearch.training import (
+    SRDataModule,
+    adam_cosine,
+    check_out_dir,
+    distill_loss,
+    fit,
+    make_trainer,
+)
 from supernet.network import SuperNet
-from supernet.space import ArchConfig, SearchSpace
+from supernet.space import ArchConfig, SearchSpace, space_from_dict, space_to_dict
+
+__all__ = ["SupernetModule", "load_supernet", "save_supernet", "space_from_dict",
+           "space_to_dict", "train_supernet", "val_archs"]
 
 FORMAT = "srsearch.supernet/1"
-
-
-def space_to_dict(space: SearchSpace) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()}
-
-
-def space_from_dict(d: dict[str, Any]) -> SearchSpace:
-    return SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def val_archs(space: SearchSpace, n: int = 3, seed: int = 1234) -> list[tuple[str, ArchConfig]]:
@@ -106,8 +113,7 @@ class SupernetModule(L.LightningModule):
         a = self.hparams.distill
         for arch in students:
             self.supernet.set_active_subnet(arch)
-            out = self.supernet(lr)
-            loss = loss + (1 - a) * F.l1_loss(out, hr) + a * F.l1_loss(out, target)
+            loss = loss + distill_loss(self.supernet(lr), hr, target, a)
         self.log("train/loss", loss)
         return loss
 
@@ -117,7 +123,7 @@ class SupernetModule(L.LightningModule):
         psnrs = []
         for name, arch in self._val_archs:
             self.supernet.set_active_subnet(arch)
-            psnr = calculate_psnr(tensor_to_uint8(self.supernet(lr)[0]), ref, self.scale)
+            psnr, _ = score_sr(self.supernet(lr)[0], ref, self.scale, ssim=False)
             psnrs.append(psnr)
             self.log(
                 f"val/psnr_{name}",
@@ -129,11 +135,7 @@ class SupernetModule(L.LightningModule):
         self.log("val/psnr", sum(psnrs) / len(psnrs), sync_dist=True, batch_size=1)
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.supernet.parameters(), lr=self.hparams.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(1, self.hparams.max_steps), eta_min=self.hparams.lr * 0.01
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adam_cosine(self.supernet.parameters(), self.hparams.lr, self.hparams.max_steps)
 
 
 def save_supernet(net: SuperNet, path: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -188,9 +190,17 @@ def train_supernet(
     distill: float = 0.5,
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`."""
-    from srsearch.rundir_lock import run_dir_lock
+    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`.
 
+    ``k_random``, ``k_deep`` and ``distill`` are checked here, where they are used (before
+    anything is written), for the CLI and the pipeline alike.
+    """
+    if not 0.0 <= distill <= 1.0:
+        raise UserError(f"--distill {distill} must be between 0 and 1")
+    if k_random < 0:
+        raise UserError(f"--k-random {k_random} must be >= 0")
+    if not 0 <= k_deep <= k_random:
+        raise UserError(f"--k-deep {k_deep} must be between 0 and --k-random ({k_random})")
     if cfg.strategy == "ddp":
         # Each step touches only some block types and widths: DDP must expect unused weights.
         cfg = replace(cfg, strategy="ddp_find_unused_parameters_true")
@@ -200,8 +210,6 @@ def train_supernet(
 
 def _train_supernet(space: SearchSpace, cfg: Any, out: Path, resume: bool, k_random: int,
                     k_deep: int, distill: float, warmup_steps: int | None) -> dict[str, Any]:
-    from srsearch.training import SRDataModule, check_out_dir, fit, make_trainer
-
     ckpt_path = check_out_dir(out, resume, final="supernet.pt")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     warmup = cfg.max_steps // 10 if warmup_steps is None else warmup_steps

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from srsearch._quiet import import_converter
 from srsearch.errors import ConversionError, UserError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -119,6 +120,7 @@ def convert(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import_converter()  # its runtime's C++ log lines go to the library log
 
     sample = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     with _eval_mode(model), torch.no_grad():

@@ -169,14 +169,14 @@ def runner(device: Device, exporter: Exporter | None, jobs: int = 1) -> Iterator
     workdir = Path(tempfile.mkdtemp(prefix="srsearch-latency-"))
     pool = None
     if jobs > 1:
-        from srsearch._quiet import quiet_library_logs
+        from srsearch._quiet import quiet_worker
 
         # spawn: a fork of a process that has run torch/LiteRT threads can deadlock. A spawned
         # worker starts without the parent's warning filters: it sets them itself.
         pool = ProcessPoolExecutor(
             jobs,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=quiet_library_logs,
+            initializer=quiet_worker,
         )
     try:
         yield Runner(device, workdir, exporter or export_tflite, pool)

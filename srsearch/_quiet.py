@@ -12,7 +12,8 @@ what each is:
   loads ("All log messages before absl::InitializeLog() ...", "oneDNN custom operations are
   on ..."), which no Python setting reaches;
 - Lightning's INFO lines ("GPU available", "TPU available", an advertisement for its cloud
-  logger), logger ``lightning.pytorch.utilities.rank_zero``.
+  logger), logger ``lightning.pytorch.utilities.rank_zero``;
+- Optuna's "The 'greenlet' package is unavailable" (logger ``optuna._gp.batched_lbfgsb``).
 
 Python-level ones are filtered by logger level or warning filter; the C++ lines are sent to a
 log file by redirecting descriptor 2 while the converter is imported (`c_stderr_to_log`) and,
@@ -38,6 +39,9 @@ _QUIET_LOGGERS = {
     "torchao": logging.ERROR,
     "torch.utils._pytree": logging.ERROR,
     "lightning.pytorch.utilities.rank_zero": logging.WARNING,
+    # "The 'greenlet' package is unavailable, falling back to sequential L-BFGS-B": stage 3's
+    # GP sampler works without it (and installing it would change the sampler's arithmetic)
+    "optuna._gp.batched_lbfgsb": logging.ERROR,
 }
 
 

@@ -14,7 +14,16 @@ from srsearch.modelio import save_model
 from srsearch.models import build_model, preset_config
 
 NOISE = ("Failed to load", "KernelPreference", "absl::InitializeLog", "oneDNN", "LeafSpec",
-         "Tip:", "GPU available")
+         "Tip:", "GPU available", "greenlet")
+
+
+def test_optuna_greenlet_notice_is_quiet(tmp_path):
+    script = ("from srsearch._quiet import quiet_library_logs; quiet_library_logs(); "
+              "import optuna._gp.batched_lbfgsb")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=_env(tmp_path), cwd=Path.cwd(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "greenlet" not in out.stderr
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import android_bench.adb as adb_mod
+import android_bench.adb_transport as adb_transport
 from android_bench import AdbDevice, BenchResult, DeviceError
 from android_bench.delegates import GPU_DELEGATE_OPS, graph_ops, partitions
 from srsearch.cli import main as cli_main
@@ -139,7 +140,7 @@ def test_stdin_is_closed(phone: FakePhone, graphs, monkeypatch) -> None:
         seen.append(kwargs.get("stdin"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adb_mod.subprocess, "run", spy)
+    monkeypatch.setattr(adb_transport.subprocess, "run", spy)  # adb runs there
     _dev(phone).benchmark([graphs["plain"]], runs=2, warmup=1)
     assert seen and all(s is subprocess.DEVNULL for s in seen)
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from srsearch._imageio import read_rgb8
+from srsearch.apply.upscale import load_upscaler, upscale
 from srsearch.cli import main
 from srsearch.evaluate import super_resolve
 from srsearch.modelio import save_model
 from srsearch.models import build_model
-from srsearch.upscale import load_upscaler, upscale
 from tests.conftest import smooth_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")

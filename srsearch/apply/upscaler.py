@@ -1,6 +1,7 @@
 """The model behind `srsearch upscale`: `Upscaler` (a `.tflite` file run tile by tile, or a
 PyTorch model) and `load_upscaler`, plus the side-by-side (bicubic | model) frame of
-``--compare``. Images and videos are handled in `srsearch.upscale` and `srsearch.video`."""
+``--compare``. Images and videos are handled in `srsearch.apply.upscale` and
+`srsearch.apply.video`."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ Frames smaller than a `.tflite` file's input are padded (edge pixels repeated) u
 output cropped back: the only case where the result is not the exact whole-frame one (near the
 padded edges), which is said once.
 
-The model wrapper is `srsearch.upscaler.Upscaler`; video reading and writing is
-`srsearch.video`.
+The model wrapper is `srsearch.apply.upscaler.Upscaler`; video reading and writing is
+`srsearch.apply.video`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from srsearch._imageio import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
+from srsearch.apply.upscaler import Upscaler, compare_path, load_upscaler, side_by_side
+from srsearch.apply.video import VIDEO_EXTENSIONS, VIDEO_WRITERS, open_video, upscale_video
 from srsearch.errors import UserError
-from srsearch.upscaler import Upscaler, compare_path, load_upscaler, side_by_side
-from srsearch.video import VIDEO_EXTENSIONS, VIDEO_WRITERS, open_video, upscale_video
 
 __all__ = ["Upscaler", "check_output", "input_kind", "load_upscaler", "open_video", "upscale",
            "upscale_images", "upscale_video"]

@@ -121,7 +121,7 @@ def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
     import tempfile
 
     from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate
+    from srsearch.evaluation.evaluate import evaluate
     from srsearch.modelio import load_model_file
     from srsearch.models import inference_form
 

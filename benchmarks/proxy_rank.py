@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from srsearch.datasets import load_images  # noqa: E402
-from srsearch.evaluate import evaluate  # noqa: E402
+from srsearch.evaluation.evaluate import evaluate  # noqa: E402
 from srsearch.search.run import RunConfig  # noqa: E402
 from srsearch.supernet_training import load_supernet  # noqa: E402
 from srsearch.training import TrainConfig, train  # noqa: E402

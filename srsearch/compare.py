@@ -251,7 +251,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
              predictor: Any, supernet: Path | None) -> dict[str, Any]:
     from android_bench import device_from_target
     from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate_models
+    from srsearch.evaluation.evaluate import evaluate_models
     from srsearch.models import preset_config, preset_lr
     from srsearch.models.subnet import subnet_config
 
@@ -364,7 +364,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
             f"{first_set} ({len(names)} seed(s))"
             + (f", {latency[name]:.2f} ms" if name in latency else ""))
     set_names = [s for s, _ in sets]
-    from srsearch.grid import report_grid
+    from srsearch.evaluation.grid import report_grid
 
     baseline_psnr = {n: r["psnr"][set_names[0]] for n, r in result_rows.items() if n != SCRATCH}
     crops = report_grid(sets[0][1], models, baseline_psnr, latency, cfg0.budget_ms, run.scale,

@@ -356,7 +356,7 @@ def _psnr_check(
 ) -> dict[str, Any]:
     """Mean Y-PSNR on `images`: PyTorch fp32 vs the file, tiled. Images smaller than the
     file's input are edge-padded to it for both models alike (the padding is cropped off)."""
-    from srsearch.metrics import score_sr
+    from srsearch.evaluation.metrics import score_sr
     from srsearch.tflite_model import TFLiteModel
 
     tiled = TFLiteModel(path, receptive_field=rf)

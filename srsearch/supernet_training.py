@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import score_sr, tensor_to_uint8
+from srsearch.evaluation.metrics import score_sr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
 from srsearch.rundir_lock import run_dir_lock
 from srsearch.training import (

@@ -7,7 +7,7 @@ are aligned with it, so the model's zero padding falls where it does in a whole-
 Every kept output pixel is then computed from exactly the inputs (and padding) it sees in a
 whole-image run: the tiled output equals the whole-image output up to float rounding.
 
-It looks like an SR `nn.Module` to `srsearch.evaluate`: float (B, 3, h, w) in [0, 1] in,
+It looks like an SR `nn.Module` to `srsearch.evaluation.evaluate`: float (B, 3, h, w) in [0, 1] in,
 (B, 3, h*s, w*s) out, and `config()` with the scale.
 """
 

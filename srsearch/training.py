@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from srsearch import atomic
 from srsearch.errors import UserError
-from srsearch.metrics import score_sr
+from srsearch.evaluation.metrics import score_sr
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr
+from srsearch.evaluation.metrics import calculate_psnr
 from srsearch.modelio import load_model_file, save_model
 from srsearch.models import build_model, inference_form, preset_config, presets
 from srsearch.models.ecbsr import ECBSR, ECBSRConfig

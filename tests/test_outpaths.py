@@ -94,12 +94,12 @@ def test_search_names_an_unwritable_out(afile, image_dir, tmp_path, monkeypatch,
 
 def test_eval_json_checked_before_the_evaluation(afile, image_dir, tmp_path, monkeypatch,
                                                  capsys):
-    import srsearch.evaluate
+    import srsearch.evaluation.evaluate
 
     def never(*a, **k):
         raise AssertionError("evaluated although the output cannot be written")
 
-    monkeypatch.setattr(srsearch.evaluate, "evaluate", never)
+    monkeypatch.setattr(srsearch.evaluation.evaluate, "evaluate", never)
     for bad, says in ((afile / "x.json", "is a file, so no file"),
                       (tmp_path, "is a folder; give a file name")):
         assert main(["eval", "bicubic", "--data", str(image_dir), "--json", str(bad)]) == 2

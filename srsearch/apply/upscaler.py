@@ -15,7 +15,7 @@ from torch import nn
 
 from srsearch._imageio import bicubic_upscale
 from srsearch.errors import UserError
-from srsearch.metrics import tensor_to_uint8
+from srsearch.evaluation.metrics import tensor_to_uint8
 
 
 @dataclass

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from srsearch.atomic import write_json
     from srsearch.datasets import load_images
     from srsearch.errors import UserError
-    from srsearch.evaluate import evaluate, format_table
+    from srsearch.evaluation.evaluate import evaluate, format_table
     from srsearch.modelio import resolve_model
     from srsearch.models import inference_form
     from srsearch.outpaths import check_out_file

@@ -127,10 +127,11 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
            lat: dict[str, float]) -> list[str]:
-    """crops.png (`srsearch.grid`) of two validation images; the report's lines for it."""
+    """crops.png (`srsearch.evaluation.grid`) of two validation images; the report's lines for
+    it."""
     from srsearch.compare import inference_models
     from srsearch.datasets import load_images
-    from srsearch.grid import report_grid
+    from srsearch.evaluation.grid import report_grid
 
     models = inference_models(_models(cfg, run_dir), cfg.scale)
     # the from-scratch row is the searched architecture, not a baseline

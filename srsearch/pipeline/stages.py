@@ -224,7 +224,7 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.compare import count_macs, inference_models
     from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate_models
+    from srsearch.evaluation.evaluate import evaluate_models
     from srsearch.export import parse_size
     from srsearch.latency import lr_size
 

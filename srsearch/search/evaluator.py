@@ -1,8 +1,8 @@
 """Accuracy of candidates: Y-PSNR (and SSIM) on validation images, cached per candidate.
 
 `ImageScorer` scores any SR model on a fixed set of images with the conventions of
-`srsearch.metrics` (output clamped and rounded to uint8, Y channel of BT.601, border shave =
-scale). `SubnetEvaluator` is what stage 2 receives: the score of a supernet subnet with its
+`srsearch.evaluation.metrics` (output clamped and rounded to uint8, Y channel of BT.601, border
+shave = scale). `SubnetEvaluator` is what stage 2 receives: the score of a supernet subnet with its
 inherited weights, cached by the architecture's JSON, so a candidate the search proposes twice
 costs one forward pass.
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from srsearch.errors import UserError
-from srsearch.metrics import score_sr
+from srsearch.evaluation.metrics import score_sr
 from supernet.network import SuperNet
 from supernet.space import ArchConfig
 

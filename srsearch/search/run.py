@@ -189,7 +189,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     model, extra = load_model_file(model_path)
 
     # --- evaluate, measure, report ---
-    from srsearch.evaluate import evaluate
+    from srsearch.evaluation.evaluate import evaluate
 
     final_arch = prune.pruned_arch()
     lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from srsearch import atomic
-from srsearch.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
+from srsearch.evaluation.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 
 
 @torch.no_grad()

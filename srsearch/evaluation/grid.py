@@ -64,8 +64,8 @@ def grid_rows(
     pixels) and ``panels``, a list of {label, psnr (None for HR), latency_ms, crop (uint8)}.
     """
     from srsearch.datasets import bicubic_upscale
-    from srsearch.evaluate import super_resolve
-    from srsearch.metrics import calculate_psnr
+    from srsearch.evaluation.evaluate import super_resolve
+    from srsearch.evaluation.metrics import calculate_psnr
 
     latency = latency or {}
     rows = []

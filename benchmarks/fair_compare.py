@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, outside_photos, sun80_last10  # noqa: E402
 
-from srsearch.fairness import margin_stats, training_compute  # noqa: E402
+from srsearch.comparison.fairness import margin_stats, training_compute  # noqa: E402
 from srsearch.models import preset_config  # noqa: E402
 
 

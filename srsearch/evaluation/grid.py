@@ -6,7 +6,7 @@ model's Y-PSNR on the whole image (the `srsearch eval` convention: BT.601 luma, 
 output rounded to uint8) and its measured latency. The crop is the window of the LR image with
 the most detail (gradient energy), so the panels show edges rather than sky.
 
-`report.md` (`srsearch.pipeline`), `compare.md` (`srsearch.compare`) and
+`report.md` (`srsearch.pipeline`), `compare.md` (`srsearch.comparison.compare`) and
 `notebooks/evaluate.ipynb` draw the same grid with these functions.
 """
 

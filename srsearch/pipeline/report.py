@@ -13,9 +13,9 @@ from srsearch.pipeline.stages import StageLog, _models, baseline_steps, latency_
 
 
 def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[str, Any]:
-    """Training compute of each trained model (`srsearch.fairness`); the searched model's
+    """Training compute of each trained model (`srsearch.comparison.fairness`); the searched model's
     includes its supernet's share."""
-    from srsearch.fairness import add_compute, supernet_compute, training_compute
+    from srsearch.comparison.fairness import add_compute, supernet_compute, training_compute
     from srsearch.modelio import load_model_file
 
     rows: dict[str, Any] = {}
@@ -129,7 +129,7 @@ def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
            lat: dict[str, float]) -> list[str]:
     """crops.png (`srsearch.evaluation.grid`) of two validation images; the report's lines for
     it."""
-    from srsearch.compare import inference_models
+    from srsearch.comparison.compare import inference_models
     from srsearch.datasets import load_images
     from srsearch.evaluation.grid import report_grid
 

@@ -153,8 +153,8 @@ def baseline_steps(cfg: PipelineConfig) -> int:
 
 
 def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.compare import SCRATCH, TrainJob, check_presets, train_models
-    from srsearch.fairness import scaled_ecbsr
+    from srsearch.comparison.compare import SCRATCH, TrainJob, check_presets, train_models
+    from srsearch.comparison.fairness import scaled_ecbsr
     from srsearch.latency import LatencyModel
     from srsearch.models import preset_config, preset_lr
     from srsearch.models.subnet import subnet_config
@@ -197,7 +197,7 @@ def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
 
 
 def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.compare import export_models
+    from srsearch.comparison.compare import export_models
     from srsearch.export import parse_size
     from srsearch.latency import lr_size
 
@@ -222,7 +222,7 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.compare import count_macs, inference_models
+    from srsearch.comparison.compare import count_macs, inference_models
     from srsearch.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate_models
     from srsearch.export import parse_size

@@ -7,7 +7,7 @@ Two margins per evaluation set:
 - ``fair_margins``: for each searched row (delivered; from scratch) against each reference (the
   best fixed preset measured within the budget; the ECBSR-style net scaled to the budget), the
   margin over seeds with its standard deviation and whether it is significant
-  (`srsearch.fairness.margin_stats`).
+  (`srsearch.comparison.fairness.margin_stats`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from srsearch import atomic
-from srsearch.fairness import margin_stats
+from srsearch.comparison.fairness import margin_stats
 
 SEARCHED, SCRATCH = "searched", "searched-scratch"
 _NOT_BASELINES = ("delivered", "scratch", "reference")

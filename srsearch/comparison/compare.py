@@ -10,9 +10,9 @@ channels) the latency model puts closest under it), and with ``from_scratch`` th
 architecture trained from random initialisation with exactly the baselines' recipe. With
 ``seeds`` N every trained model is trained N times (seeds run.seed .. run.seed+N-1; the
 delivered model's extra seeds re-fine-tune from the same inherited weights) and the table gives
-mean +- std and each margin with its spread (`srsearch.fairness.margin_stats`). Every model is
-exported to LiteRT at the run's input size, measured in one session on one target, evaluated
-on the given data, and written into one table:
+mean +- std and each margin with its spread (`srsearch.comparison.fairness.margin_stats`).
+Every model is exported to LiteRT at the run's input size, measured in one session on one
+target, evaluated on the given data, and written into one table:
 
 | file | what |
 |---|---|
@@ -40,9 +40,9 @@ from typing import Any
 from torch import nn
 
 from srsearch import atomic
-from srsearch.compare_report import fair_margins, margins, plot, write_tables
+from srsearch.comparison.compare_report import fair_margins, margins, plot, write_tables
+from srsearch.comparison.fairness import add_compute, count_macs, supernet_compute, training_compute
 from srsearch.errors import UserError
-from srsearch.fairness import add_compute, count_macs, supernet_compute, training_compute
 from srsearch.train_jobs import TrainJob, check_presets, seed_name, train_baselines, train_models
 
 __all__ = ["DEFAULT_BASELINES", "SEARCHED", "SCRATCH", "RunSettings", "TrainJob", "compare_run",
@@ -178,7 +178,7 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
 
 
 def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None]):
-    from srsearch.fairness import scaled_ecbsr
+    from srsearch.comparison.fairness import scaled_ecbsr
     from supernet.space import SearchSpace
 
     space = SearchSpace(scale=run.scale)

@@ -120,7 +120,7 @@ def main() -> None:
 def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
     import tempfile
 
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate
     from srsearch.modelio import load_model_file
     from srsearch.models import inference_form

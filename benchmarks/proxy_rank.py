@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from srsearch.datasets import load_images  # noqa: E402
+from srsearch.data.datasets import load_images  # noqa: E402
 from srsearch.evaluation.evaluate import evaluate  # noqa: E402
 from srsearch.search.run import RunConfig  # noqa: E402
 from srsearch.supernet_training import load_supernet  # noqa: E402

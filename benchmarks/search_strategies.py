@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from srsearch.datasets import load_images  # noqa: E402
+from srsearch.data.datasets import load_images  # noqa: E402
 from srsearch.search import (  # noqa: E402
     Stage2Config,
     SubnetEvaluator,

@@ -188,7 +188,7 @@ def export_tflite(
         UserError: the conversion, a check or the GPU screen failed; nothing is written.
     """
     from srsearch import tflite
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.models import inference_form
 
     config = model.config()

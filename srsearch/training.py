@@ -127,8 +127,8 @@ class SRDataModule(L.LightningDataModule):
         self.cfg = cfg
 
     def setup(self, stage: str | None = None) -> None:
-        from srsearch.datasets import load_images
-        from srsearch.patches import FullImageDataset, PatchDataset
+        from srsearch.data.datasets import load_images
+        from srsearch.data.patches import FullImageDataset, PatchDataset
 
         cfg = self.cfg
         train_images = load_images(cfg.data, cfg.scale, "train")
@@ -142,7 +142,7 @@ class SRDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Patches as a function of the global step (`StepSampler`): a run resumed from a
         mid-epoch checkpoint continues the data order instead of replaying the epoch."""
-        from srsearch.patches import StepSampler
+        from srsearch.data.patches import StepSampler
 
         trainer = self.trainer
         sampler = StepSampler(

@@ -3,7 +3,7 @@ import json
 import numpy as np
 
 from srsearch.cli import main
-from srsearch.datasets import bicubic_upscale, load_images
+from srsearch.data.datasets import bicubic_upscale, load_images
 from srsearch.evaluation.metrics import calculate_psnr
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from srsearch.datasets import bicubic_upscale, load_images
+from srsearch.data.datasets import bicubic_upscale, load_images
 from srsearch.evaluation.evaluate import evaluate
 from srsearch.evaluation.grid import (
     best_within_budget,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from srsearch.datasets import SRImage, bicubic_downscale
+from srsearch.data.datasets import SRImage, bicubic_downscale
 from srsearch.errors import UserError
 from srsearch.search import (
     PruneConfig,

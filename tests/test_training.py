@@ -138,7 +138,7 @@ def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypat
 
 
 def test_step_sampler_continues_mid_epoch():
-    from srsearch.patches import StepSampler
+    from srsearch.data.patches import StepSampler
 
     step = [0]
     s = StepSampler(2, 3, lambda: step[0])

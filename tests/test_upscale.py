@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from srsearch._imageio import read_rgb8
 from srsearch.apply.upscale import load_upscaler, upscale
 from srsearch.cli import main
+from srsearch.data.image_io import read_rgb8
 from srsearch.evaluation.evaluate import super_resolve
 from srsearch.modelio import save_model
 from srsearch.models import build_model

@@ -3,7 +3,7 @@
 The model is what `srsearch eval` takes: an exported `.tflite` (the file that ships; run tile by
 tile by `srsearch.tflite_model.TFLiteModel`, so any frame at least as large as its static input
 gives the whole-frame result exactly), a `model.pt` or a run directory holding one. Images are
-decoded like every dataset image (`srsearch._imageio.read_rgb8`: grayscale and palette to RGB,
+decoded like every dataset image (`srsearch.data.image_io.read_rgb8`: grayscale and palette to RGB,
 alpha dropped, 16-bit to 8-bit) and written as 8-bit RGB. Videos are read and written frame by
 frame with OpenCV at the input's frame rate; the output goes to a temporary file that replaces
 ``out`` only when every frame is written, so an interrupted run leaves no half video.
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from srsearch._imageio import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
 from srsearch.apply.upscaler import Upscaler, compare_path, load_upscaler, side_by_side
 from srsearch.apply.video import VIDEO_EXTENSIONS, VIDEO_WRITERS, open_video, upscale_video
+from srsearch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
 from srsearch.errors import UserError
 
 __all__ = ["Upscaler", "check_output", "input_kind", "load_upscaler", "open_video", "upscale",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch._imageio import bicubic_upscale
+from srsearch.data.image_io import bicubic_upscale
 from srsearch.errors import UserError
 from srsearch.evaluation.metrics import tensor_to_uint8
 

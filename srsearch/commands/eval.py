@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.atomic import write_json
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.errors import UserError
     from srsearch.evaluation.evaluate import evaluate, format_table
     from srsearch.modelio import resolve_model

@@ -187,7 +187,7 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
     import time
 
     from android_bench import device_from_target
-    from srsearch._imageio import default_cache_dir
+    from srsearch.data.image_io import default_cache_dir
     from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
     from srsearch.latency.runner import probe_cache_dir
 

@@ -250,7 +250,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
              log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
              predictor: Any, supernet: Path | None) -> dict[str, Any]:
     from android_bench import device_from_target
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate_models
     from srsearch.models import preset_config, preset_lr
     from srsearch.models.subnet import subnet_config

@@ -27,7 +27,7 @@ def evaluate(model: nn.Module, images: list, scale: int, *, rgb: bool = False,
              progress: bool = False) -> dict[str, Any]:
     """Score ``model`` on ``images`` (``SRImage`` list). Border shave = scale, Y channel unless
     ``rgb``. Returns ``{"images": [...], "mean": {...}}`` with model and bicubic figures."""
-    from srsearch.datasets import bicubic_upscale
+    from srsearch.data.datasets import bicubic_upscale
 
     rows = []
     it = images

@@ -63,7 +63,7 @@ def grid_rows(
     Returns one dict per image: ``image``, ``box_hr`` (x, y, width, height of the crop in HR
     pixels) and ``panels``, a list of {label, psnr (None for HR), latency_ms, crop (uint8)}.
     """
-    from srsearch.datasets import bicubic_upscale
+    from srsearch.data.datasets import bicubic_upscale
     from srsearch.evaluation.evaluate import super_resolve
     from srsearch.evaluation.metrics import calculate_psnr
 

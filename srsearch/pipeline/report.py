@@ -130,7 +130,7 @@ def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
     """crops.png (`srsearch.evaluation.grid`) of two validation images; the report's lines for
     it."""
     from srsearch.comparison.compare import inference_models
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.evaluation.grid import report_grid
 
     models = inference_models(_models(cfg, run_dir), cfg.scale)

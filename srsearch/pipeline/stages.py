@@ -65,7 +65,7 @@ def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from rich.console import Console
 
-    from srsearch._imageio import default_cache_dir
+    from srsearch.data.image_io import default_cache_dir
     from srsearch.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
     from srsearch.latency.runner import default_jobs, probe_cache_dir
@@ -223,7 +223,7 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.comparison.compare import count_macs, inference_models
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate_models
     from srsearch.export import parse_size
     from srsearch.latency import lr_size

@@ -56,7 +56,7 @@ class ImageScorer:
     image), otherwise one by one.
 
     Args:
-        images: `srsearch.datasets.SRImage` list (uint8 RGB HR and LR).
+        images: `srsearch.data.datasets.SRImage` list (uint8 RGB HR and LR).
         scale: Upscaling factor; also the border shaved before the metrics.
         crop: LR side of the center crop, or None for whole images (see the module docstring).
         ssim: Also compute SSIM (about as dear as a forward pass of a small net on CPU).

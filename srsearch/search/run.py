@@ -105,7 +105,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                 resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
                 export_options: Mapping[str, Any] | None, progress: bool,
                 supernet_path: Path | None = None) -> dict[str, Any]:
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
     from srsearch.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result

@@ -1,6 +1,6 @@
 """Super-resolution image sets: (LR, HR) uint8 RGB pairs from a `--data SPEC`.
 
-The torch datasets that training draws from them are in `srsearch.patches`.
+The torch datasets that training draws from them are in `srsearch.data.patches`.
 
 Spec grammar (the `--data` flag of every command; see data/README.md):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srsearch._imageio import (
+from srsearch.data.image_io import (
     IMAGE_EXTENSIONS,
     DiskCache,
     ImageReadError,

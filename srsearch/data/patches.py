@@ -1,4 +1,4 @@
-"""Torch datasets over `srsearch.datasets.SRImage` lists: random aligned training patches
+"""Torch datasets over `srsearch.data.datasets.SRImage` lists: random aligned training patches
 (`PatchDataset`, drawn by the global step through `StepSampler`, so a resumed run continues the
 data order) and whole validation images (`FullImageDataset`)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from srsearch.datasets import SRImage
+from srsearch.data.datasets import SRImage
 from srsearch.errors import UserError
 
 

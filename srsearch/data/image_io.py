@@ -1,4 +1,4 @@
-"""Image decoding, resizing and the on-disk decode cache behind `srsearch.datasets`.
+"""Image decoding, resizing and the on-disk decode cache behind `srsearch.data.datasets`.
 
 Everything here works on numpy uint8 RGB arrays (H, W, 3). Decoding normalises whatever a user's
 folder holds (grayscale, palette, alpha, 16-bit) to that form, or raises `ImageReadError` with a

@@ -84,12 +84,13 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 def resolve_model(spec: str, scale: int) -> tuple[nn.Module, str]:
     """A model from a preset name (untrained unless parameter-free), a config JSON, a model.pt, a
     run directory holding ``model.pt``, or a ``.tflite`` file from ``srsearch export`` (run tile
-    by tile, see :mod:`srsearch.tflite_model`). Returns (model in eval mode, a display name)."""
+    by tile, see :mod:`srsearch.deploy.tflite_model`). Returns (model in eval mode, a display
+    name)."""
     from srsearch.models import build_model, preset_config, presets
 
     p = Path(spec)
     if p.suffix == ".tflite":
-        from srsearch.tflite_model import TFLiteModel
+        from srsearch.deploy.tflite_model import TFLiteModel
 
         return TFLiteModel(p).eval(), p.stem
     if p.is_dir() and (p / "model.pt").is_file():

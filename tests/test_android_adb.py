@@ -21,8 +21,8 @@ import android_bench.adb_transport as adb_transport
 from android_bench import AdbDevice, BenchResult, DeviceError
 from android_bench.delegates import GPU_DELEGATE_OPS, graph_ops, partitions
 from srsearch.cli import main as cli_main
+from srsearch.deploy.tflite import convert
 from srsearch.errors import UserError
-from srsearch.tflite import convert
 from tests.test_android_bench import FakePhone
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -232,7 +232,7 @@ def test_host_percentiles_follow_nth_element() -> None:
 
 
 def test_gpu_op_screen_is_shared() -> None:
-    from srsearch.tflite import GPU_DELEGATE_OPS as export_screen
+    from srsearch.deploy.tflite import GPU_DELEGATE_OPS as export_screen
 
     assert export_screen == GPU_DELEGATE_OPS
 

@@ -471,9 +471,9 @@ class FakeDevice:
 
 
 def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
-    from srsearch import tflite
     from srsearch.cli import main
     from srsearch.commands import search as command
+    from srsearch.deploy import tflite
     from srsearch.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())

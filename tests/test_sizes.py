@@ -1,7 +1,7 @@
 import pytest
 
+from srsearch.deploy.export import default_input_size
 from srsearch.errors import UserError
-from srsearch.export import default_input_size
 from srsearch.sizes import TARGET_OUTPUT, lr_size, parse_size
 
 

@@ -32,7 +32,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tflite_file(saved: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from srsearch.export import export_tflite
+    from srsearch.deploy.export import export_tflite
     from srsearch.modelio import load_model_file
 
     out = tmp_path_factory.mktemp("tfl") / "ecbsr.tflite"
@@ -82,7 +82,7 @@ def test_frame_that_fits_the_tile_is_the_whole_frame_result(tflite_file: Path) -
     up = load_upscaler(str(tflite_file), threads=1)
     lr = smooth_image(np.random.default_rng(4), TILE[1], TILE[0])
     x = torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255)[None]
-    from srsearch import tflite
+    from srsearch.deploy import tflite
 
     whole = tflite.run_tflite(tflite_file, x.permute(0, 2, 3, 1).numpy())[0]  # one NHWC run
     want = np.round(np.clip(whole, 0, 1) * 255).astype(np.uint8)

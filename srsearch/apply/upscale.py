@@ -1,8 +1,8 @@
 """Apply a trained SR model to a user's own images, folders of images and videos.
 
 The model is what `srsearch eval` takes: an exported `.tflite` (the file that ships; run tile by
-tile by `srsearch.tflite_model.TFLiteModel`, so any frame at least as large as its static input
-gives the whole-frame result exactly), a `model.pt` or a run directory holding one. Images are
+tile by `srsearch.deploy.tflite_model.TFLiteModel`, so any frame at least as large as its static
+input gives the whole-frame result exactly), a `model.pt` or a run directory holding one. Images are
 decoded like every dataset image (`srsearch.data.image_io.read_rgb8`: grayscale and palette to RGB,
 alpha dropped, 16-bit to 8-bit) and written as 8-bit RGB. Videos are read and written frame by
 frame with OpenCV at the input's frame rate; the output goes to a temporary file that replaces

@@ -85,7 +85,7 @@ def load_upscaler(spec: str, scale: int | None = None, threads: int = 2) -> Upsc
     from srsearch.models import inference_form
 
     if Path(spec).suffix == ".tflite":
-        from srsearch.tflite_model import TFLiteModel
+        from srsearch.deploy.tflite_model import TFLiteModel
 
         model: nn.Module = TFLiteModel(Path(spec), threads=threads).eval()
         name = Path(spec).stem

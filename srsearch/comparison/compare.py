@@ -131,7 +131,7 @@ def export_models(
     """LiteRT export (checked against PyTorch; int8 calibrated on ``data``'s train split) of
     each ``model.pt``; returns the files and, for models the converter cannot take, the reason
     (they are left out, not fatal)."""
-    from srsearch.export import export_tflite
+    from srsearch.deploy.export import export_tflite
     from srsearch.modelio import load_model_file
 
     files, failed = {}, {}

@@ -66,7 +66,7 @@ def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from rich.console import Console
 
     from srsearch.data.image_io import default_cache_dir
-    from srsearch.export import parse_size
+    from srsearch.deploy.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
     from srsearch.latency.runner import default_jobs, probe_cache_dir
     from srsearch.progress import ProgressBars
@@ -198,7 +198,7 @@ def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:
 
 def _export(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.comparison.compare import export_models
-    from srsearch.export import parse_size
+    from srsearch.deploy.export import parse_size
     from srsearch.latency import lr_size
 
     files, failed = export_models(_models(cfg, run_dir), lr_size(parse_size(cfg.out_size),
@@ -224,8 +224,8 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 def _evaluate(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.comparison.compare import count_macs, inference_models
     from srsearch.data.datasets import load_images
+    from srsearch.deploy.export import parse_size
     from srsearch.evaluation.evaluate import evaluate_models
-    from srsearch.export import parse_size
     from srsearch.latency import lr_size
 
     sets = [(f"{cfg.data}:val", load_images(cfg.data, cfg.scale, "val"))]

@@ -83,7 +83,7 @@ def run_search(
             supernet's space.
         device: An `android_bench.Device` to measure the final model on, or None.
         baselines: name -> (latency ms, PSNR) to mark on the plot.
-        export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
+        export_options: `srsearch.deploy.tflite.convert` keywords for that measurement; pass the
             ones the latency table was measured with.
         supernet_path: Where ``supernet`` was loaded from, recorded in ``config.json`` so that
             `srsearch compare` can count its training and re-fine-tune from it.

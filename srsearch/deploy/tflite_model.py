@@ -114,7 +114,7 @@ class TFLiteModel(nn.Module):
 
     def _run_tile(self, tile: np.ndarray) -> np.ndarray:
         """(3, th, tw) float -> (3, th*s, tw*s) float."""
-        from srsearch.tflite import invoke
+        from srsearch.deploy.tflite import invoke
 
         x = tile.transpose(1, 2, 0)[None] if self.layout == "nhwc" else tile[None]
         y = invoke(self.interpreter, x)[0]

@@ -1,4 +1,5 @@
-"""Pixel shuffle as one LiteRT DEPTH_TO_SPACE op (`srsearch.tflite.convert(depth_to_space=True)`).
+"""Pixel shuffle as one LiteRT DEPTH_TO_SPACE op
+(`srsearch.deploy.tflite.convert(depth_to_space=True)`).
 
 litert-torch lowers ``nn.PixelShuffle`` to RESHAPE/TRANSPOSE ops in NCHW (3 RESHAPE + 3-4
 TRANSPOSE, all rank 4). LiteRT's DEPTH_TO_SPACE does the same job in one NHWC op, but orders
@@ -15,7 +16,7 @@ through adds and channel-wise activations, and a ``repeat_interleave`` skip beco
 model and refuses (ConversionError) anything it cannot fold, rather than leave a GATHER behind.
 
 The op reaches the flatbuffer as a torch custom op ``srsearch::depth_to_space`` lowered to
-``tfl.depth_to_space`` through litert-torch's lowering registry (`srsearch._tfl_ops`).
+``tfl.depth_to_space`` through litert-torch's lowering registry (`srsearch.deploy._tfl_ops`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from srsearch._tfl_ops import lower_to_tfl
+from srsearch.deploy._tfl_ops import lower_to_tfl
 from srsearch.errors import ConversionError
 
 # Max abs difference between the rewritten and the original module: the same sums with output

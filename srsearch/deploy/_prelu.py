@@ -1,4 +1,4 @@
-"""PReLU as one LiteRT PRELU op (`srsearch.tflite.convert(native_prelu=True)`, the default).
+"""PReLU as one LiteRT PRELU op (`srsearch.deploy.tflite.convert(native_prelu=True)`, the default).
 
 litert-torch 0.10 decomposes ``nn.PReLU`` into RELU, SUB and two MUL ops (four passes over the
 feature map); LiteRT has a PRELU op that XNNPACK and the GPU delegate run as one. Measured on
@@ -7,7 +7,7 @@ ECBSR-M4C16/M4C32 and FSRCNN 17-21 % faster; an 8-channel net gains about nothin
 
 `native_prelu_form` swaps every ``nn.PReLU`` of a module (a copy) for `NHWCPReLU`, which calls
 the torch custom op ``srsearch::prelu`` on an NHWC view; the op is lowered to ``tfl.prelu``
-through litert-torch's lowering registry (`srsearch._tfl_ops`), as DEPTH_TO_SPACE is. The
+through litert-torch's lowering registry (`srsearch.deploy._tfl_ops`), as DEPTH_TO_SPACE is. The
 permutes around it cancel against the NHWC layout litert-torch gives the convolutions, so the
 file holds no TRANSPOSE for it (tested).
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from srsearch._tfl_ops import lower_to_tfl
+from srsearch.deploy._tfl_ops import lower_to_tfl
 
 
 @torch.library.custom_op("srsearch::prelu", mutates_args=())

@@ -3,12 +3,12 @@
 Every export is checked before it is kept:
 
 - the file against PyTorch on a random input and on a real image (`ATOL[precision]`; int8 is
-  compared with PyTorch's simulation of the quantised graph inside `srsearch.tflite.convert`,
+  compared with PyTorch's simulation of the quantised graph inside `srsearch.deploy.tflite.convert`,
   and its cost is reported as a PSNR drop instead);
 - Y-PSNR on the validation split of `--data`, PyTorch fp32 vs the file run tile by tile
-  (`srsearch.tflite_model.TFLiteModel`), so the drop an int8 or fp16 file costs is a number;
+  (`srsearch.deploy.tflite_model.TFLiteModel`), so the drop an int8 or fp16 file costs is a number;
 - the ops and tensor ranks against what the LiteRT GPU delegate accepts
-  (`srsearch.tflite.gpu_report`); a file that would fall back to the CPU fails unless the
+  (`srsearch.deploy.tflite.gpu_report`); a file that would fall back to the CPU fails unless the
   caller allows it.
 
 The sidecar `FILE.json` holds what `TFLiteModel` needs to run the file on any image size
@@ -187,8 +187,8 @@ def export_tflite(
     Raises:
         UserError: the conversion, a check or the GPU screen failed; nothing is written.
     """
-    from srsearch import tflite
     from srsearch.data.datasets import load_images
+    from srsearch.deploy import tflite
     from srsearch.models import inference_form
 
     config = model.config()
@@ -300,8 +300,8 @@ def export_tflite(
 
 
 def _d2s_applies(module: nn.Module, sample: torch.Tensor, log: Callable[[str], None]) -> bool:
-    from srsearch._depth_to_space import depth_to_space_form
-    from srsearch.tflite import ConversionError
+    from srsearch.deploy.depth_to_space import depth_to_space_form
+    from srsearch.deploy.tflite import ConversionError
 
     try:
         depth_to_space_form(module, sample)
@@ -333,7 +333,7 @@ def _gpu_problem(gpu, out: Path, allow: bool, log: Callable[[str], None]) -> Non
 def _compare(
     module: nn.Module, path: Path, x: torch.Tensor, layout: str, precision: str
 ) -> dict[str, Any]:
-    from srsearch import tflite
+    from srsearch.deploy import tflite
 
     want = _forward(module, x).numpy()
     inp = x.permute(0, 2, 3, 1).numpy() if layout == "nhwc" else x.numpy()
@@ -356,8 +356,8 @@ def _psnr_check(
 ) -> dict[str, Any]:
     """Mean Y-PSNR on `images`: PyTorch fp32 vs the file, tiled. Images smaller than the
     file's input are edge-padded to it for both models alike (the padding is cropped off)."""
+    from srsearch.deploy.tflite_model import TFLiteModel
     from srsearch.evaluation.metrics import score_sr
-    from srsearch.tflite_model import TFLiteModel
 
     tiled = TFLiteModel(path, receptive_field=rf)
     th, tw = tiled.tile_size

@@ -92,9 +92,9 @@ def convert(
             ranges (static quantisation; required for int8, ignored otherwise).
         depth_to_space: Lower every pixel shuffle to one DEPTH_TO_SPACE op (NHWC) instead of
             litert-torch's RESHAPE/TRANSPOSE chain, by permuting the output channels of the
-            layers that feed it (`srsearch._depth_to_space`). Raises `ConversionError` when
+            layers that feed it (`srsearch.deploy.depth_to_space`). Raises `ConversionError` when
             the model's graph does not allow it.
-        native_prelu: Lower every ``nn.PReLU`` to one PRELU op (`srsearch._prelu`) instead of
+        native_prelu: Lower every ``nn.PReLU`` to one PRELU op (`srsearch.deploy._prelu`) instead of
             litert-torch's RELU/SUB/MUL/MUL. fp32 and fp16 only: int8 keeps the decomposed
             form, which PT2E quantises.
         check: Run the converted file on a random input with LiteRT and compare with PyTorch
@@ -127,11 +127,11 @@ def convert(
         reference = model(sample)
         module: nn.Module = model
         if depth_to_space:
-            from srsearch._depth_to_space import depth_to_space_form
+            from srsearch.deploy.depth_to_space import depth_to_space_form
 
             module = depth_to_space_form(model, sample)
         if native_prelu and precision != "int8":
-            from srsearch._prelu import native_prelu_form
+            from srsearch.deploy._prelu import native_prelu_form
 
             module = native_prelu_form(module)
         calib = list(representative or [])

@@ -1,8 +1,8 @@
 """Lower a torch custom op to one LiteRT (``tfl.*``) op through litert-torch's lowering registry.
 
 The mechanism litert-torch uses for its own ``torch.ops.tfl.*`` ops
-(litert_torch/backend/experimental/torch_tfl); `srsearch._depth_to_space` (DEPTH_TO_SPACE) and
-`srsearch._prelu` (PRELU) use it for ops litert-torch 0.10 otherwise decomposes.
+(litert_torch/backend/experimental/torch_tfl); `srsearch.deploy.depth_to_space` (DEPTH_TO_SPACE) and
+`srsearch.deploy._prelu` (PRELU) use it for ops litert-torch 0.10 otherwise decomposes.
 """
 
 from __future__ import annotations

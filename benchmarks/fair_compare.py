@@ -46,7 +46,7 @@ def _model_config(spec: str, scale: int) -> tuple[str, dict]:
 def _train_one(job: tuple[str, dict, int, dict, str]) -> None:
     import torch
 
-    from srsearch.training import TrainConfig, train
+    from srsearch.train.training import TrainConfig, train
 
     name, model_cfg, seed, train_kw, out = job
     torch.set_num_threads(1)

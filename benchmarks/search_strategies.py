@@ -45,7 +45,7 @@ from srsearch.search import (  # noqa: E402
     search_pruning,
     space_floors,
 )
-from srsearch.supernet_training import load_supernet  # noqa: E402
+from srsearch.train.supernet_training import load_supernet  # noqa: E402
 from supernet.space import ArchConfig, macs  # noqa: E402
 
 STRATEGIES = ("tpe", "evolution", "random")

@@ -146,7 +146,7 @@ def test_compare_errors_name_the_input(tmp_path, run_dir, capsys):
 
 def _fake_stage1(out, net, steps=3, k_random=2, k_deep=1, warmup=1):
     """A supernet run directory as `srsearch supernet` leaves it (weights, training record)."""
-    from srsearch.supernet_training import save_supernet, space_to_dict
+    from srsearch.train.supernet_training import save_supernet, space_to_dict
 
     out.mkdir(parents=True)
     save_supernet(net, out / "supernet.pt")

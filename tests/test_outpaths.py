@@ -80,7 +80,7 @@ def test_commands_name_an_unwritable_out(command, where, afile, image_dir, capsy
 
 def test_search_names_an_unwritable_out(afile, image_dir, tmp_path, monkeypatch, capsys):
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
     from supernet.network import SuperNet
     from tests.test_search import BUDGET, SPACE, FakePredictor
 

@@ -105,7 +105,7 @@ def test_two_searches_on_one_run_dir(tmp_path, holder, image_dir, monkeypatch, c
     """The probe: a second `search --resume` on a run dir in use is refused before it
     touches the study."""
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
     from supernet.network import SuperNet
     from tests.test_search import BUDGET, SPACE, FakePredictor
 

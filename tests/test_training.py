@@ -106,7 +106,7 @@ def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypat
     it ends with the uninterrupted run's exact weights."""
     import lightning as L
 
-    import srsearch.training as training
+    import srsearch.train.training as training
 
     args = ["train", "--arch", "espcn", "--data", str(image_dir), "--max-steps", "8",
             "--val-every", "4", "--ckpt-every", "3", *TINY]
@@ -157,7 +157,7 @@ def test_train_flags_are_the_train_config_fields():
 
     from srsearch.cli import build_parser
     from srsearch.commands._common import train_config_from_args
-    from srsearch.training import TrainConfig
+    from srsearch.train.training import TrainConfig
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     args = sub.choices["train"].parse_args(["--arch", "espcn", "--out", "x"])

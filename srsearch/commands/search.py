@@ -151,7 +151,7 @@ def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
 def run(args: argparse.Namespace) -> int:
     from srsearch.search.run import RunConfig, run_search
     from srsearch.settings import build_config
-    from srsearch.supernet_training import load_supernet
+    from srsearch.train.supernet_training import load_supernet
 
     cfg = build_config(RunConfig, vars(args), crop=args.crop or None,
                        devices=parse_devices(args.devices))

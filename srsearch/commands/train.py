@@ -65,7 +65,7 @@ def model_config_from_arch(arch: str, scale: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.models import preset_lr
-    from srsearch.training import train
+    from srsearch.train.training import train
 
     lr = args.lr if args.lr is not None else preset_lr(args.arch)
     cfg = train_config_from_args(args, lr)

@@ -43,7 +43,13 @@ from srsearch import atomic
 from srsearch.comparison.compare_report import fair_margins, margins, plot, write_tables
 from srsearch.comparison.fairness import add_compute, count_macs, supernet_compute, training_compute
 from srsearch.errors import UserError
-from srsearch.train_jobs import TrainJob, check_presets, seed_name, train_baselines, train_models
+from srsearch.train.train_jobs import (
+    TrainJob,
+    check_presets,
+    seed_name,
+    train_baselines,
+    train_models,
+)
 
 __all__ = ["DEFAULT_BASELINES", "SEARCHED", "SCRATCH", "RunSettings", "TrainJob", "compare_run",
            "count_macs", "export_models", "inference_models", "margins", "train_baselines",
@@ -166,7 +172,7 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
 
     def init() -> dict[str, Any]:
         from srsearch.search.pruning import PruneConfig, apply_pruning
-        from srsearch.supernet_training import load_supernet
+        from srsearch.train.supernet_training import load_supernet
         from supernet.space import ArchConfig
 
         arch = ArchConfig.from_json((run.run_dir / "arch.json").read_text())
@@ -183,7 +189,7 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
 
     space = SearchSpace(scale=run.scale)
     if run.supernet is not None and run.supernet.exists():
-        from srsearch.supernet_training import load_supernet
+        from srsearch.train.supernet_training import load_supernet
 
         space = load_supernet(run.supernet).space
     try:

@@ -99,9 +99,9 @@ class PipelineConfig:
 
     def train_config(self, steps: int, *, steps_key: str = "train_steps",
                      lr_patch: int | None = None, lr: float = 1e-3):
-        """The `srsearch.training.TrainConfig` of a ``steps``-step training of this run
+        """The `srsearch.train.training.TrainConfig` of a ``steps``-step training of this run
         (``steps_key``: the key that set ``steps``, named in errors)."""
-        from srsearch.training import TrainConfig
+        from srsearch.train.training import TrainConfig
 
         return build_config(TrainConfig, asdict(self), rename={"max_steps": steps_key},
                             context=CONTEXT, max_steps=steps, lr_patch=lr_patch or self.lr_patch,

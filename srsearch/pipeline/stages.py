@@ -51,7 +51,7 @@ def _device(cfg: PipelineConfig):
 
 
 def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.supernet_training import train_supernet
+    from srsearch.train.supernet_training import train_supernet
 
     return train_supernet(
         _space(cfg),
@@ -128,7 +128,7 @@ def latency_warning(mape_pct: float | None, n: int) -> str | None:
 def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.latency import LatencyModel
     from srsearch.search.run import run_search
-    from srsearch.supernet_training import load_supernet
+    from srsearch.train.supernet_training import load_supernet
 
     rcfg = cfg.run_config()
     summary = run_search(

@@ -102,7 +102,7 @@ class RunConfig:
         """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
         the baselines with it so that they get the same data, steps, batch, patch and seed)."""
         from srsearch.settings import build_config
-        from srsearch.training import TrainConfig
+        from srsearch.train.training import TrainConfig
 
         steps = steps or self.finetune_steps
         return build_config(TrainConfig, asdict(self), scale=scale, max_steps=steps,

@@ -28,7 +28,7 @@ def train_models(
 ) -> dict[str, dict[str, Any]]:
     """Train each job into ``out_dir/<name>``; a finished one is skipped and an interrupted one
     resumes from its last checkpoint."""
-    from srsearch.training import last_checkpoint, train
+    from srsearch.train.training import last_checkpoint, train
 
     results = {}
     for i, (name, job) in enumerate(jobs.items(), 1):

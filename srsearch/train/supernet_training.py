@@ -1,7 +1,7 @@
 """Stage 1: train the weight-sharing supernet with Lightning (``srsearch supernet``).
 
-It lives with the other training code (`srsearch.training`: data module, Trainer, resume checks,
-optimiser setup) so that ``supernet/`` stays model code that imports nothing from srsearch.
+It lives with the other training code (`srsearch.train.training`: data module, Trainer, resume
+checks, optimiser setup) so that ``supernet/`` stays model code that imports nothing from srsearch.
 
 Every step follows the sandwich rule: the largest subnet learns from the HR target, and the
 smallest plus ``k_random`` random subnets learn from a mix of the HR target and the largest
@@ -39,7 +39,7 @@ from srsearch.errors import UserError
 from srsearch.evaluation.metrics import score_sr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
 from srsearch.rundir_lock import run_dir_lock
-from srsearch.training import (
+from srsearch.train.training import (
     SRDataModule,
     adam_cosine,
     check_out_dir,
@@ -190,7 +190,7 @@ def train_supernet(
     distill: float = 0.5,
     warmup_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.training.TrainConfig`.
+    """Run stage 1 into ``out``; ``cfg`` is a :class:`srsearch.train.training.TrainConfig`.
 
     ``k_random``, ``k_deep`` and ``distill`` are checked here, where they are used (before
     anything is written), for the CLI and the pipeline alike.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 FORMAT = "srsearch.model/1"
 

@@ -21,8 +21,8 @@ import android_bench.adb_transport as adb_transport
 from android_bench import AdbDevice, BenchResult, DeviceError
 from android_bench.delegates import GPU_DELEGATE_OPS, graph_ops, partitions
 from srsearch.cli import main as cli_main
+from srsearch.common.errors import UserError
 from srsearch.deploy.tflite import convert
-from srsearch.errors import UserError
 from tests.test_android_bench import FakePhone
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from srsearch.cli import main
+from srsearch.common.errors import UserError
 from srsearch.comparison.compare import compare_run, count_macs, margins
-from srsearch.errors import UserError
 from srsearch.models import build_model, preset_config
 from srsearch.search import RunConfig, run_search
 from supernet.network import SuperNet

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from srsearch.common.errors import UserError
 from srsearch.data import datasets
 from srsearch.data import image_io as _imageio
 from srsearch.data.datasets import (
@@ -26,7 +27,6 @@ from srsearch.data.datasets import (
     modcrop,
 )
 from srsearch.data.patches import FullImageDataset, PatchDataset, dihedral
-from srsearch.errors import UserError
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from srsearch.cli import main
+from srsearch.common.errors import UserError
 from srsearch.deploy import tflite
 from srsearch.deploy.export import default_input_size, export_tflite, receptive_field
 from srsearch.deploy.tflite_model import TFLiteModel, tile_starts
-from srsearch.errors import UserError
 from srsearch.modelio import resolve_model, save_model
 from srsearch.models import build_model, inference_form
 

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from srsearch.commands import data as data_cmd
+from srsearch.common.errors import UserError
 from srsearch.data import datasets, fetch
-from srsearch.errors import UserError
 
 
 def _sha(b: bytes) -> str:

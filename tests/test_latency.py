@@ -20,8 +20,9 @@ from torch import nn
 
 from android_bench import BenchResult, Device, DeviceError
 from srsearch.cli import main as cli_main
+from srsearch.common.errors import UserError
+from srsearch.common.layers import LRSkip
 from srsearch.deploy.tflite import op_histogram
-from srsearch.errors import UserError
 from srsearch.latency import (
     LatencyModel,
     LatencyTable,
@@ -43,7 +44,6 @@ from srsearch.latency.probes import (
     combine,
     probes_for,
 )
-from srsearch.layers import LRSkip
 from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, LayerSpec, SearchSpace, layers
 from supernet.subnet import SubNet
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.evaluation.metrics import calculate_psnr
 from srsearch.modelio import load_model_file, save_model
 from srsearch.models import build_model, inference_form, preset_config, presets

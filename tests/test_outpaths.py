@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from srsearch.cli import main
-from srsearch.errors import UserError
-from srsearch.outpaths import check_out_file, prepare_out_dir
+from srsearch.common.errors import UserError
+from srsearch.common.outpaths import check_out_file, prepare_out_dir
 
 
 @pytest.fixture

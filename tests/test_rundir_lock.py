@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from srsearch.cli import main
-from srsearch.errors import UserError
-from srsearch.rundir_lock import LOCK_NAME, file_lock, holder_pid, run_dir_lock
+from srsearch.common.errors import UserError
+from srsearch.common.rundir_lock import LOCK_NAME, file_lock, holder_pid, run_dir_lock
 
 _HOLD = """
 import sys, time
 from pathlib import Path
-from srsearch.rundir_lock import file_lock, run_dir_lock
+from srsearch.common.rundir_lock import file_lock, run_dir_lock
 lock = file_lock if sys.argv[2] == "file" else run_dir_lock
 with lock(Path(sys.argv[1])):
     print("held", flush=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from srsearch.common.errors import UserError
 from srsearch.data.datasets import SRImage, bicubic_downscale
-from srsearch.errors import UserError
 from srsearch.search import (
     PruneConfig,
     RunConfig,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from srsearch.common.errors import UserError
 from srsearch.deploy import tflite
-from srsearch.errors import UserError
 
 # torch.export inside litert-torch trips a torch deprecation warning; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")

@@ -151,7 +151,8 @@ def test_step_sampler_continues_mid_epoch():
 
 def test_train_flags_are_the_train_config_fields():
     """`srsearch train` builds its TrainConfig from its flags by field name
-    (`srsearch.settings.build_config`): every field has its flag, with the field's default."""
+    (`srsearch.common.settings.build_config`): every field has its flag, with the field's
+    default."""
     import argparse
     from dataclasses import fields
 

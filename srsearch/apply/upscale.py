@@ -28,8 +28,8 @@ import numpy as np
 
 from srsearch.apply.upscaler import Upscaler, compare_path, load_upscaler, side_by_side
 from srsearch.apply.video import VIDEO_EXTENSIONS, VIDEO_WRITERS, open_video, upscale_video
+from srsearch.common.errors import UserError
 from srsearch.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_rgb8
-from srsearch.errors import UserError
 
 __all__ = ["Upscaler", "check_output", "input_kind", "load_upscaler", "open_video", "upscale",
            "upscale_images", "upscale_video"]
@@ -144,7 +144,7 @@ def _progress_bar(console: Any) -> Any:
     """The srsearch bar plus frames/s and the measured model time per frame."""
     from rich.progress import TextColumn
 
-    from srsearch.progress import bar_progress
+    from srsearch.common.progress import bar_progress
 
     return bar_progress(
         console,

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from srsearch.common.errors import UserError
 from srsearch.data.image_io import bicubic_upscale
-from srsearch.errors import UserError
 from srsearch.evaluation.metrics import tensor_to_uint8
 
 

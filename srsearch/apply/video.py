@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from srsearch.apply.upscaler import Upscaler, compare_path, side_by_side
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 # Containers OpenCV's FFmpeg backend reads; the ones it writes, with the codec used for each.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg")

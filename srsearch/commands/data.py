@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "data" / "div2k.json"
 _DONE_DIR = ".srsearch-fetch"  # under --root: one marker per fully extracted archive

@@ -39,10 +39,10 @@ from typing import Any
 
 from torch import nn
 
-from srsearch import atomic
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 from srsearch.comparison.compare_report import fair_margins, margins, plot, write_tables
 from srsearch.comparison.fairness import add_compute, count_macs, supernet_compute, training_compute
-from srsearch.errors import UserError
 from srsearch.train.train_jobs import (
     TrainJob,
     check_presets,
@@ -232,9 +232,9 @@ def compare_run(
         supernet: The run's supernet (default: the one its ``config.json`` names), for its
             training record and the delivered model's extra seeds.
     """
+    from srsearch.common.rundir_lock import run_dir_lock
     from srsearch.modelio import load_model_file
     from srsearch.models.subnet import REP_KINDS
-    from srsearch.rundir_lock import run_dir_lock
 
     run = RunSettings.load(run_dir)
     if seeds < 1:

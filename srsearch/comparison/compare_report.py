@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from srsearch import atomic
+from srsearch.common import atomic
 from srsearch.comparison.fairness import margin_stats
 
 SEARCHED, SCRATCH = "searched", "searched-scratch"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srsearch.common.errors import UserError
 from srsearch.data.image_io import (
     IMAGE_EXTENSIONS,
     DiskCache,
@@ -39,7 +40,6 @@ from srsearch.data.image_io import (
     modcrop,
     read_rgb8,
 )
-from srsearch.errors import UserError
 
 __all__ = [
     "BUILTIN_TRAIN",

@@ -14,7 +14,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60

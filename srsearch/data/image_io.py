@@ -34,7 +34,7 @@ class ImageReadError(Exception):
 
 def max_pixels() -> int:
     """The decoded-size limit: ``$SRSEARCH_MAX_PIXELS`` if set, else `DEFAULT_MAX_PIXELS`."""
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
 
     text = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not text:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from srsearch.common.errors import UserError
 from srsearch.data.datasets import SRImage
-from srsearch.errors import UserError
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 def lower_to_tfl(op: Any, tfl_name: str, attributes: Callable[..., dict] | None = None) -> None:
     """Register: ``op(*tensors, *scalars)`` becomes ``tfl_name(*tensors)`` with the attributes
     ``attributes(ir, *scalars)`` returns (``ir`` is litert-converter's MLIR module)."""
-    from srsearch._quiet import import_converter
+    from srsearch.common.quiet import import_converter
 
     import_converter()  # first, so that its runtime's C++ log lines go to the library log
     from litert_converter.mlir import ir

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from srsearch.common.errors import ConversionError
 from srsearch.deploy._tfl_ops import lower_to_tfl
-from srsearch.errors import ConversionError
 
 # Max abs difference between the rewritten and the original module: the same sums with output
 # channels in another order, so only conv blocking changes (measured ~5e-7).

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch import atomic, sizes
-from srsearch.errors import UserError
-from srsearch.sizes import TARGET_OUTPUT, lr_size
+from srsearch.common import atomic, sizes
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import TARGET_OUTPUT, lr_size
 
 SIDECAR_FORMAT = "srsearch.tflite/1"
-# The phone use case: 720p output (srsearch.sizes.TARGET_OUTPUT). The LR frame is this divided
-# by the scale, rounded up (x3: 427x240 -> 1281x720, one column more than 720p; crop it).
+# The phone use case: 720p output (srsearch.common.sizes.TARGET_OUTPUT). The LR frame is this
+# divided by the scale, rounded up (x3: 427x240 -> 1281x720, one column more than 720p; crop it).
 Layout = Literal["nhwc", "nchw"]
 
 # What to do about ops the GPU delegate lacks, keyed by op; the generic fix follows.
@@ -61,7 +61,8 @@ def default_input_size(scale: int) -> tuple[int, int]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360), the LR input of ``--input-size`` (`srsearch.sizes.parse_size`)."""
+    """'640x360' -> (640, 360), the LR input of ``--input-size``
+    (`srsearch.common.sizes.parse_size`)."""
     return sizes.parse_size(text, "--input-size", "640x360 (WIDTHxHEIGHT of the LR input)")
 
 
@@ -74,7 +75,7 @@ def check_output(out: Path, source: str | None = None) -> None:
     """Refuse an ``out`` (or its sidecar) that cannot be written or that would overwrite the
     input ``source`` (``export --tflite cfg.json --out cfg.tflite`` would write the sidecar
     ``cfg.json`` over the config it reads); run before any conversion work."""
-    from srsearch.outpaths import check_out_file
+    from srsearch.common.outpaths import check_out_file
 
     out = Path(out)
     check_out_file(out)

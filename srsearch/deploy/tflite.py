@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch._quiet import import_converter
-from srsearch.errors import ConversionError, UserError
+from srsearch.common.errors import ConversionError, UserError
+from srsearch.common.quiet import import_converter
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")

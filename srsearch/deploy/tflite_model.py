@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 
 def tile_starts(length: int, tile: int, halo: int) -> list[tuple[int, int, int]]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch import atomic
+from srsearch.common import atomic
 from srsearch.evaluation.metrics import calculate_psnr, calculate_ssim, tensor_to_uint8
 
 

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from android_bench import BenchResult, Device
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import lr_size  # re-exported (srsearch.latency)
 from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
 from srsearch.latency.runner import Exporter, Job, add_net_round, interleave, load1, runner
-from srsearch.sizes import lr_size  # re-exported (srsearch.latency)
 from supernet.space import (  # distinct_keys: re-exported here and in srsearch.latency
     ArchConfig,
     LayerSpec,

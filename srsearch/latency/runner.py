@@ -169,7 +169,7 @@ def runner(device: Device, exporter: Exporter | None, jobs: int = 1) -> Iterator
     workdir = Path(tempfile.mkdtemp(prefix="srsearch-latency-"))
     pool = None
     if jobs > 1:
-        from srsearch._quiet import quiet_worker
+        from srsearch.common.quiet import quiet_worker
 
         # spawn: a fork of a process that has run torch/LiteRT threads can deadlock. A spawned
         # worker starts without the parent's warning filters: it sets them itself.

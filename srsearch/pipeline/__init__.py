@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 from srsearch.pipeline.config import CONTEXT, RUN_FIELDS, SUPERNET_LR_PATCH, PipelineConfig
 from srsearch.pipeline.report import _report
 from srsearch.pipeline.stages import (
@@ -56,7 +56,7 @@ STAGES: tuple[Stage, ...] = (
 
 def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
     """Run every unfinished stage in order; returns the report path."""
-    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.common.rundir_lock import run_dir_lock
 
     with run_dir_lock(Path(run_dir), "--run-dir") as run_dir:
         return _run_pipeline(cfg, run_dir)

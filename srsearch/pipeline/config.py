@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from srsearch.errors import UserError
-from srsearch.settings import build_config
+from srsearch.common.errors import UserError
+from srsearch.common.settings import build_config
 
 
 def _doc(default: Any, help: str) -> Any:

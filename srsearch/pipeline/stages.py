@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srsearch import atomic
+from srsearch.common import atomic
 from srsearch.pipeline.config import SUPERNET_LR_PATCH, PipelineConfig
 
 
@@ -65,11 +65,11 @@ def _supernet(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 def _latency(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from rich.console import Console
 
+    from srsearch.common.progress import ProgressBars
     from srsearch.data.image_io import default_cache_dir
     from srsearch.deploy.export import parse_size
     from srsearch.latency import LatencyModel, build_table, validate, validation_path
     from srsearch.latency.runner import default_jobs, probe_cache_dir
-    from srsearch.progress import ProgressBars
 
     device = _device(cfg)
     path = run_dir / "latency" / "lut.json"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.evaluation.metrics import score_sr
 from supernet.network import SuperNet
 from supernet.space import ArchConfig

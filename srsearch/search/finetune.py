@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from srsearch import atomic
+from srsearch.common import atomic
 from srsearch.train.training import (
     SRDataModule,
     SRModule,

@@ -28,8 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from srsearch.atomic import write_json, write_text
-from srsearch.errors import UserError
+from srsearch.common.atomic import write_json, write_text
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import TARGET_OUTPUT, lr_size
 from srsearch.search._optuna import load_study
 from srsearch.search.evaluator import SubnetEvaluator
 from srsearch.search.predictor import LatencyPredictor, SearchPredictor
@@ -43,7 +44,6 @@ from srsearch.search.stage2 import (
     stage2_result,
 )
 from srsearch.search.trials import _appender, plot_pareto, write_trials_csv
-from srsearch.sizes import TARGET_OUTPUT, lr_size
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
@@ -88,7 +88,7 @@ def run_search(
         supernet_path: Where ``supernet`` was loaded from, recorded in ``config.json`` so that
             `srsearch compare` can count its training and re-fine-tune from it.
     """
-    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.common.rundir_lock import run_dir_lock
     from srsearch.search.stage2 import check_budget
 
     # Before anything is written: a table that lacks some of the space's ops, or a budget no

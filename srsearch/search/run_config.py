@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from srsearch.atomic import write_json
-from srsearch.errors import UserError
+from srsearch.common.atomic import write_json
+from srsearch.common.errors import UserError
 from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
@@ -101,7 +101,7 @@ class RunConfig:
     def train_config(self, scale: int, steps: int | None = None, lr: float | None = None):
         """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
         the baselines with it so that they get the same data, steps, batch, patch and seed)."""
-        from srsearch.settings import build_config
+        from srsearch.common.settings import build_config
         from srsearch.train.training import TrainConfig
 
         steps = steps or self.finetune_steps

@@ -34,11 +34,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
+from srsearch.common.rundir_lock import run_dir_lock
 from srsearch.evaluation.metrics import score_sr, tensor_to_uint8
 from srsearch.modelio import load_weights_only
-from srsearch.rundir_lock import run_dir_lock
 from srsearch.train.training import (
     SRDataModule,
     adam_cosine,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 from srsearch.evaluation.metrics import score_sr
 
 
@@ -250,7 +250,7 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
     ``init_state`` starts from given weights (e.g. a subnet's inherited supernet weights) instead
     of a random init; a resumed run takes its weights from the checkpoint instead.
     """
-    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.common.rundir_lock import run_dir_lock
 
     with run_dir_lock(Path(out)) as out:
         return _train(model_config, cfg, out, resume, init_state)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 TARGET_OUTPUT = (1280, 720)  # (W, H) of the frame the latency budget is for by default
 

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 
 def _file_ancestor(path: Path) -> Path | None:

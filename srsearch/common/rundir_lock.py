@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from srsearch.errors import UserError
-from srsearch.outpaths import check_out_file, prepare_out_dir
+from srsearch.common.errors import UserError
+from srsearch.common.outpaths import check_out_file, prepare_out_dir
 
 LOCK_NAME = ".lock"
 _RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")

@@ -122,8 +122,8 @@ def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
 
     from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate
-    from srsearch.modelio import load_model_file
     from srsearch.models import inference_form
+    from srsearch.models.modelio import load_model_file
 
     tmp = Path(tempfile.mkdtemp(prefix="fair-compare-"))
     sets = {"outside": load_images(str(outside_photos(tmp / "outside")), args.scale, "all")}

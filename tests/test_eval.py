@@ -23,8 +23,8 @@ def test_eval_bicubic_prints_and_writes_json(image_dir, tmp_path, capsys):
 
 
 def test_eval_rejects_scale_mismatch(image_dir, tmp_path, capsys):
-    from srsearch.modelio import save_model
     from srsearch.models import build_model, preset_config
+    from srsearch.models.modelio import save_model
 
     path = save_model(build_model(preset_config("espcn", 3)), tmp_path / "m.pt")
     assert main(["eval", str(path), "--data", str(image_dir), "--scale", "2"]) == 2

@@ -17,8 +17,8 @@ from srsearch.common.errors import UserError
 from srsearch.deploy import tflite
 from srsearch.deploy.export import default_input_size, export_tflite, receptive_field
 from srsearch.deploy.tflite_model import TFLiteModel, tile_starts
-from srsearch.modelio import resolve_model, save_model
 from srsearch.models import build_model, inference_form
+from srsearch.models.modelio import resolve_model, save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 

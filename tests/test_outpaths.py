@@ -119,8 +119,8 @@ def test_export_names_the_out_path_not_the_model(afile, tmp_path, capsys):
 
 
 def test_compare_names_an_unwritable_out(afile, tmp_path, capsys):
-    from srsearch.modelio import save_model
     from srsearch.models import build_model, preset_config
+    from srsearch.models.modelio import save_model
 
     run = tmp_path / "run"
     save_model(build_model(preset_config("espcn", 2)), run / "model.pt")

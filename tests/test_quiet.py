@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from srsearch.modelio import save_model
 from srsearch.models import build_model, preset_config
+from srsearch.models.modelio import save_model
 
 NOISE = ("Failed to load", "KernelPreference", "absl::InitializeLog", "oneDNN", "LeafSpec",
          "Tip:", "GPU available")

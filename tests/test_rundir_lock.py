@@ -87,8 +87,8 @@ def test_commands_refuse_a_held_run_dir(command, tmp_path, holder, image_dir, ca
         "compare": ["compare", "--run", str(run)],
     }[command]
     if command == "compare":  # a finished search run
-        from srsearch.modelio import save_model
         from srsearch.models import build_model, preset_config
+        from srsearch.models.modelio import save_model
 
         save_model(build_model(preset_config("espcn", 2)), run / "model.pt")
         (run / "config.json").write_text('{"budget_ms": 20.0, "finetune_steps": 2}')

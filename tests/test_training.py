@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srsearch.cli import main
-from srsearch.modelio import load_model_file
+from srsearch.models.modelio import load_model_file
 from tests.conftest import cli_cmd
 
 TINY = ["--batch-size", "2", "--lr-patch", "8"]

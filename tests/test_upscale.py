@@ -14,8 +14,8 @@ from srsearch.apply.upscale import load_upscaler, upscale
 from srsearch.cli import main
 from srsearch.data.image_io import read_rgb8
 from srsearch.evaluation.evaluate import super_resolve
-from srsearch.modelio import save_model
 from srsearch.models import build_model
+from srsearch.models.modelio import save_model
 from tests.conftest import smooth_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -33,7 +33,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tflite_file(saved: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from srsearch.deploy.export import export_tflite
-    from srsearch.modelio import load_model_file
+    from srsearch.models.modelio import load_model_file
 
     out = tmp_path_factory.mktemp("tfl") / "ecbsr.tflite"
     export_tflite(load_model_file(saved)[0], out, input_size=TILE, val_images=1, log=lambda m: None)

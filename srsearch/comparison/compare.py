@@ -117,8 +117,8 @@ class RunSettings:
 def inference_models(paths: Mapping[str, Path], scale: int) -> dict[str, nn.Module]:
     """Bicubic, then each ``model.pt`` in the form that is exported and timed (ECBSR and FSRCNN
     collapsed), in eval mode."""
-    from srsearch.modelio import load_model_file
     from srsearch.models import build_model, inference_form, preset_config
+    from srsearch.models.modelio import load_model_file
 
     models = {"bicubic": build_model(preset_config("bicubic", scale))}
     for name, path in paths.items():
@@ -138,7 +138,7 @@ def export_models(
     each ``model.pt``; returns the files and, for models the converter cannot take, the reason
     (they are left out, not fatal)."""
     from srsearch.deploy.export import export_tflite
-    from srsearch.modelio import load_model_file
+    from srsearch.models.modelio import load_model_file
 
     files, failed = {}, {}
     for name, path in models.items():
@@ -233,7 +233,7 @@ def compare_run(
             training record and the delivered model's extra seeds.
     """
     from srsearch.common.rundir_lock import run_dir_lock
-    from srsearch.modelio import load_model_file
+    from srsearch.models.modelio import load_model_file
     from srsearch.models.subnet import REP_KINDS
 
     run = RunSettings.load(run_dir)

@@ -16,7 +16,7 @@ def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[
     """Training compute of each trained model (`srsearch.comparison.fairness`); the searched model's
     includes its supernet's share."""
     from srsearch.comparison.fairness import add_compute, supernet_compute, training_compute
-    from srsearch.modelio import load_model_file
+    from srsearch.models.modelio import load_model_file
 
     rows: dict[str, Any] = {}
     for name, path in _models(cfg, run_dir).items():

@@ -10,7 +10,7 @@ reruns only what is missing, and a stage interrupted mid-way resumes from ``sear
 | ``arch.json`` | the stage-2 architecture (`ArchConfig` JSON) |
 | ``prune.json`` | the stage-3 decision (`PruneConfig` JSON) |
 | ``finetune/`` | the fine-tuning run (Lightning checkpoints and logs) |
-| ``model.pt`` | the compact model, config + state dict (`srsearch.modelio`) |
+| ``model.pt`` | the compact model, config + state dict (`srsearch.models.modelio`) |
 | ``trials.csv`` | every finished trial of both stages |
 | ``pareto.png`` | PSNR against predicted latency of the stage-2 trials, choice marked |
 | ``summary.json`` | latency (predicted, measured if a device is given), PSNR/SSIM, wall times |
@@ -106,7 +106,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                 export_options: Mapping[str, Any] | None, progress: bool,
                 supernet_path: Path | None = None) -> dict[str, Any]:
     from srsearch.data.datasets import load_images
-    from srsearch.modelio import load_model_file, save_model
+    from srsearch.models.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 

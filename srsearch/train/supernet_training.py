@@ -38,7 +38,7 @@ from srsearch.common import atomic
 from srsearch.common.errors import UserError
 from srsearch.common.rundir_lock import run_dir_lock
 from srsearch.evaluation.metrics import score_sr, tensor_to_uint8
-from srsearch.modelio import load_weights_only
+from srsearch.models.modelio import load_weights_only
 from srsearch.train.training import (
     SRDataModule,
     adam_cosine,

@@ -172,7 +172,7 @@ def last_checkpoint(out: Path) -> Path | None:
 def resume_checkpoint(out: Path) -> Path | None:
     """``out``'s last checkpoint, checked to load with ``weights_only=True`` (a crafted file is
     refused with a `UserError` before any work starts), or None when there is none."""
-    from srsearch.modelio import load_weights_only
+    from srsearch.models.modelio import load_weights_only
 
     ckpt = last_checkpoint(out)
     if ckpt is not None:
@@ -258,7 +258,7 @@ def train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: boo
 
 def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bool,
            init_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-    from srsearch.modelio import save_model
+    from srsearch.models.modelio import save_model
 
     ckpt_path = check_out_dir(out, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -16,9 +16,10 @@ from srsearch.cli import main
 from srsearch.common.errors import UserError
 from srsearch.deploy import tflite
 from srsearch.deploy.export import default_input_size, export_tflite, receptive_field
+from srsearch.deploy.resolve import resolve_model
 from srsearch.deploy.tflite_model import TFLiteModel, tile_starts
 from srsearch.models import build_model, inference_form
-from srsearch.models.modelio import resolve_model, save_model
+from srsearch.models.modelio import save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 

@@ -90,7 +90,7 @@ def load_upscaler(spec: str, scale: int | None = None, threads: int = 2) -> Upsc
         model: nn.Module = TFLiteModel(Path(spec), threads=threads).eval()
         name = Path(spec).stem
     else:
-        from srsearch.models.modelio import resolve_model
+        from srsearch.deploy.resolve import resolve_model
 
         torch.set_num_threads(threads)
         model, name = resolve_model(spec, scale or 2)

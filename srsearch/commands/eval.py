@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from srsearch.common.errors import UserError
     from srsearch.common.outpaths import check_out_file
     from srsearch.data.datasets import load_images
+    from srsearch.deploy.resolve import resolve_model
     from srsearch.evaluation.evaluate import evaluate, format_table
     from srsearch.models import inference_form
-    from srsearch.models.modelio import resolve_model
 
     model, name = resolve_model(args.model, args.scale)
     model_scale = int(model.config()["scale"])

@@ -1,7 +1,7 @@
 """What the LiteRT delegates accept, and the operators of a `.tflite` file in execution order.
 
-`GPU_DELEGATE_OPS` is the op-level screen of the LiteRT GPU delegate. `srsearch.tflite` keeps the
-same set for `srsearch export`'s GPU screen (a test asserts the two are equal), and the fake
+`GPU_DELEGATE_OPS` is the op-level screen of the LiteRT GPU delegate. `srsearch.deploy.tflite` keeps
+the same set for `srsearch export`'s GPU screen (a test asserts the two are equal), and the fake
 phone in `tests/fake_adb` refuses exactly the ops outside it, so the export screen, the fake
 and the harness agree on what "the GPU delegate refuses this op" means. A real phone's delegate
 also checks versions, types and shapes per node: the phone stays the final word.

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, outside_photos, sun80_last10  # noqa: E402
 
-from srsearch.fairness import margin_stats, training_compute  # noqa: E402
+from srsearch.comparison.fairness import margin_stats, training_compute  # noqa: E402
 from srsearch.models import preset_config  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def _model_config(spec: str, scale: int) -> tuple[str, dict]:
 def _train_one(job: tuple[str, dict, int, dict, str]) -> None:
     import torch
 
-    from srsearch.training import TrainConfig, train
+    from srsearch.train.training import TrainConfig, train
 
     name, model_cfg, seed, train_kw, out = job
     torch.set_num_threads(1)
@@ -120,10 +120,10 @@ def main() -> None:
 def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
     import tempfile
 
-    from srsearch.datasets import load_images
-    from srsearch.evaluate import evaluate
-    from srsearch.modelio import load_model_file
+    from srsearch.data.datasets import load_images
+    from srsearch.evaluation.evaluate import evaluate
     from srsearch.models import inference_form
+    from srsearch.models.modelio import load_model_file
 
     tmp = Path(tempfile.mkdtemp(prefix="fair-compare-"))
     sets = {"outside": load_images(str(outside_photos(tmp / "outside")), args.scale, "all")}

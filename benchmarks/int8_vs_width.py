@@ -3,7 +3,7 @@ at 640x360 (the LR frame of a 1280x720 x2 output), NHWC, 2 threads, for C = 8 ..
 
     python benchmarks/int8_vs_width.py [--threads 2] [--runs 15]
 
-int8 is PT2E static quantisation (`srsearch.tflite.convert(precision="int8")`, calibrated on
+int8 is PT2E static quantisation (`srsearch.deploy.tflite.convert(precision="int8")`, calibrated on
 random inputs: timing does not depend on the values). Prints the machine, each width's medians,
 the int8/fp32 ratio and the fp32 throughput.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
-from srsearch import tflite  # noqa: E402
+from srsearch.deploy import tflite  # noqa: E402
 
 H, W = 360, 640
 

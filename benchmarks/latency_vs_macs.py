@@ -2,7 +2,7 @@
 
     python benchmarks/latency_vs_macs.py [--threads 2] [--rounds 3] [--lut lut.json]
 
-Every model is exported with `srsearch.tflite.convert` (NHWC I/O, like the latency table's
+Every model is exported with `srsearch.deploy.tflite.convert` (NHWC I/O, like the latency table's
 probes) at LR 640x360 (x2 to 1280x720) and timed with `HostDevice(isolate=False)` in
 ``--rounds`` round-robin passes; a model's figure is the median of its per-pass medians, which
 evens out load that comes and goes on a shared machine. Sections:
@@ -38,7 +38,7 @@ from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
 from srcore.layers import LRSkip  # noqa: E402
-from srsearch import tflite  # noqa: E402
+from srsearch.deploy import tflite  # noqa: E402
 from srsearch.latency.probes import AddChain, ConvProbe, DepthToSpaceProbe  # noqa: E402
 from supernet.space import LayerSpec  # noqa: E402
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
-from srsearch import tflite  # noqa: E402
-from srsearch._prelu import replace_prelus  # noqa: E402
+from srsearch.deploy import tflite  # noqa: E402
+from srsearch.deploy._prelu import replace_prelus  # noqa: E402
 from srsearch.models import build_model, inference_form, preset_config  # noqa: E402
 
 MODELS = ("ecbsr-m4c8", "ecbsr-m4c16", "ecbsr-m4c32", "fsrcnn-s", "fsrcnn")

@@ -30,11 +30,11 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from srsearch.datasets import load_images  # noqa: E402
-from srsearch.evaluate import evaluate  # noqa: E402
+from srsearch.data.datasets import load_images  # noqa: E402
+from srsearch.evaluation.evaluate import evaluate  # noqa: E402
 from srsearch.search.run import RunConfig  # noqa: E402
-from srsearch.supernet_training import load_supernet  # noqa: E402
-from srsearch.training import TrainConfig, train  # noqa: E402
+from srsearch.train.supernet_training import load_supernet  # noqa: E402
+from srsearch.train.training import TrainConfig, train  # noqa: E402
 from supernet.space import macs  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from srsearch.datasets import load_images  # noqa: E402
+from srsearch.data.datasets import load_images  # noqa: E402
 from srsearch.search import (  # noqa: E402
     Stage2Config,
     SubnetEvaluator,
@@ -45,7 +45,7 @@ from srsearch.search import (  # noqa: E402
     search_pruning,
     space_floors,
 )
-from srsearch.supernet_training import load_supernet  # noqa: E402
+from srsearch.train.supernet_training import load_supernet  # noqa: E402
 from supernet.space import ArchConfig, macs  # noqa: E402
 
 STRATEGIES = ("tpe", "evolution", "random")

@@ -17,11 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, outside_photos, sun80_last10  # noqa: E402
 
-from srsearch.datasets import load_images  # noqa: E402
-from srsearch.evaluate import evaluate  # noqa: E402
-from srsearch.modelio import load_model_file  # noqa: E402
+from srsearch.data.datasets import load_images  # noqa: E402
+from srsearch.evaluation.evaluate import evaluate  # noqa: E402
 from srsearch.models import inference_form, preset_config, preset_lr  # noqa: E402
-from srsearch.training import TrainConfig, train  # noqa: E402
+from srsearch.models.modelio import load_model_file  # noqa: E402
+from srsearch.train.training import TrainConfig, train  # noqa: E402
 
 
 def main() -> None:

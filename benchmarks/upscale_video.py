@@ -29,11 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from srsearch._quiet import quiet_library_logs  # noqa: E402
-from srsearch.export import export_tflite  # noqa: E402
+from srsearch.apply.upscale import upscale  # noqa: E402
+from srsearch.common.quiet import quiet_library_logs  # noqa: E402
+from srsearch.deploy.export import export_tflite  # noqa: E402
+from srsearch.deploy.tflite_model import tile_starts  # noqa: E402
 from srsearch.models import build_model, preset_config  # noqa: E402
-from srsearch.tflite_model import tile_starts  # noqa: E402
-from srsearch.upscale import upscale  # noqa: E402
 
 W, H, FPS = 640, 360, 30
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 # Explicit registry: module path under srsearch.commands, in the order --help shows them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from srsearch._quiet import quiet_library_logs
+    from srsearch.common.quiet import quiet_library_logs
 
     quiet_library_logs()  # worker pools call it too (srsearch.latency.runner)
     parser = build_parser()

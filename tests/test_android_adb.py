@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 import android_bench.adb as adb_mod
+import android_bench.adb_transport as adb_transport
 from android_bench import AdbDevice, BenchResult, DeviceError
 from android_bench.delegates import GPU_DELEGATE_OPS, graph_ops, partitions
 from srsearch.cli import main as cli_main
-from srsearch.errors import UserError
-from srsearch.tflite import convert
+from srsearch.common.errors import UserError
+from srsearch.deploy.tflite import convert
 from tests.test_android_bench import FakePhone
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -139,7 +140,7 @@ def test_stdin_is_closed(phone: FakePhone, graphs, monkeypatch) -> None:
         seen.append(kwargs.get("stdin"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adb_mod.subprocess, "run", spy)
+    monkeypatch.setattr(adb_transport.subprocess, "run", spy)  # adb runs there
     _dev(phone).benchmark([graphs["plain"]], runs=2, warmup=1)
     assert seen and all(s is subprocess.DEVNULL for s in seen)
 
@@ -231,7 +232,7 @@ def test_host_percentiles_follow_nth_element() -> None:
 
 
 def test_gpu_op_screen_is_shared() -> None:
-    from srsearch.tflite import GPU_DELEGATE_OPS as export_screen
+    from srsearch.deploy.tflite import GPU_DELEGATE_OPS as export_screen
 
     assert export_screen == GPU_DELEGATE_OPS
 

@@ -22,8 +22,8 @@ from android_bench import (
 )
 from android_bench.adb import parse_benchmark_output, result_from_output
 from srsearch.cli import main as cli_main
-from srsearch.errors import UserError
-from srsearch.tflite import convert
+from srsearch.common.errors import UserError
+from srsearch.deploy.tflite import convert
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 

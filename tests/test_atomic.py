@@ -1,4 +1,4 @@
-"""srsearch.atomic: result files get the umask's permissions and are standard JSON."""
+"""srsearch.common.atomic: result files get the umask's permissions and are standard JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from srsearch import atomic
+from srsearch.common import atomic
 
 
 @pytest.fixture

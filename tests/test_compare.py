@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from srsearch.cli import main
-from srsearch.compare import compare_run, count_macs, margins
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.comparison.compare import compare_run, count_macs, margins
 from srsearch.models import build_model, preset_config
 from srsearch.search import RunConfig, run_search
 from supernet.network import SuperNet
@@ -146,7 +146,7 @@ def test_compare_errors_name_the_input(tmp_path, run_dir, capsys):
 
 def _fake_stage1(out, net, steps=3, k_random=2, k_deep=1, warmup=1):
     """A supernet run directory as `srsearch supernet` leaves it (weights, training record)."""
-    from srsearch.supernet_training import save_supernet, space_to_dict
+    from srsearch.train.supernet_training import save_supernet, space_to_dict
 
     out.mkdir(parents=True)
     save_supernet(net, out / "supernet.pt")
@@ -159,7 +159,7 @@ def _fake_stage1(out, net, steps=3, k_random=2, k_deep=1, warmup=1):
 
 
 def test_supernet_compute_counts_every_subnet_of_every_step(tmp_path):
-    from srsearch.fairness import TRAIN_MAC_FACTOR, supernet_compute
+    from srsearch.comparison.fairness import TRAIN_MAC_FACTOR, supernet_compute
 
     net = SuperNet(SPACE)
     d = _fake_stage1(tmp_path / "sn", net, steps=10, k_random=0, k_deep=0, warmup=4)
@@ -172,7 +172,7 @@ def test_supernet_compute_counts_every_subnet_of_every_step(tmp_path):
 
 
 def test_margin_stats_and_scaled_ecbsr_by_hand():
-    from srsearch.fairness import margin_stats, plain_arch, scaled_ecbsr
+    from srsearch.comparison.fairness import margin_stats, plain_arch, scaled_ecbsr
 
     m = margin_stats([31.0, 31.2, 31.4], [30.9, 31.0, 31.1])
     assert m["margin_db"] == pytest.approx(0.2)
@@ -230,7 +230,7 @@ def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
 
 
 def test_training_compute_counts_ecb_blocks_as_the_conv_they_run_as():
-    from srsearch.fairness import TRAIN_MAC_FACTOR, training_compute
+    from srsearch.comparison.fairness import TRAIN_MAC_FACTOR, training_compute
 
     ecbsr = {"family": "ecbsr", "scale": 2, "m": 4, "channels": 8, "act": "prelu"}
     plain = {"family": "plainsr", "scale": 2, "m": 4, "channels": 8, "act": "prelu"}

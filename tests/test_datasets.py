@@ -1,4 +1,5 @@
-"""srsearch.datasets and srsearch._imageio: spec grammar, decoding, LR, caches, patches."""
+"""srsearch.data.datasets and srsearch.data.image_io: spec grammar, decoding, LR, caches,
+patches."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from srsearch import _imageio, datasets
-from srsearch.datasets import (
+from srsearch.common.errors import UserError
+from srsearch.data import datasets
+from srsearch.data import image_io as _imageio
+from srsearch.data.datasets import (
     BUILTIN_TRAIN,
     BUILTIN_VAL,
     SRImage,
@@ -23,8 +26,7 @@ from srsearch.datasets import (
     load_images,
     modcrop,
 )
-from srsearch.errors import UserError
-from srsearch.patches import FullImageDataset, PatchDataset, dihedral
+from srsearch.data.patches import FullImageDataset, PatchDataset, dihedral
 
 
 @pytest.fixture(autouse=True)
@@ -473,8 +475,8 @@ def test_full_image_dataset():
 
 
 def test_flat_patches_are_redrawn():
-    from srsearch.datasets import SRImage, bicubic_downscale
-    from srsearch.patches import PatchDataset
+    from srsearch.data.datasets import SRImage, bicubic_downscale
+    from srsearch.data.patches import PatchDataset
 
     rng = np.random.default_rng(0)
     hr = np.full((128, 128, 3), 90, np.uint8)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 
 from srsearch.cli import main
-from srsearch.datasets import bicubic_upscale, load_images
-from srsearch.metrics import calculate_psnr
+from srsearch.data.datasets import bicubic_upscale, load_images
+from srsearch.evaluation.metrics import calculate_psnr
 
 
 def test_eval_bicubic_prints_and_writes_json(image_dir, tmp_path, capsys):
@@ -23,8 +23,8 @@ def test_eval_bicubic_prints_and_writes_json(image_dir, tmp_path, capsys):
 
 
 def test_eval_rejects_scale_mismatch(image_dir, tmp_path, capsys):
-    from srsearch.modelio import save_model
     from srsearch.models import build_model, preset_config
+    from srsearch.models.modelio import save_model
 
     path = save_model(build_model(preset_config("espcn", 3)), tmp_path / "m.pt")
     assert main(["eval", str(path), "--data", str(image_dir), "--scale", "2"]) == 2
@@ -48,7 +48,7 @@ def test_exact_match_is_capped_and_json_is_standard(tmp_path):
 def test_super_resolve_takes_read_only_images_without_warning(image_dir):
     import warnings
 
-    from srsearch.evaluate import super_resolve
+    from srsearch.evaluation.evaluate import super_resolve
     from srsearch.models import build_model, preset_config
 
     img = load_images(str(image_dir), 2, "val")[0]

@@ -1,4 +1,5 @@
-"""srsearch export / srsearch.tflite_model: checked LiteRT files, GPU screen, exact tiled eval."""
+"""srsearch export / srsearch.deploy.tflite_model: checked LiteRT files, GPU screen, exact tiled
+eval."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch import tflite
 from srsearch.cli import main
-from srsearch.errors import UserError
-from srsearch.export import default_input_size, export_tflite, receptive_field
-from srsearch.modelio import resolve_model, save_model
+from srsearch.common.errors import UserError
+from srsearch.deploy import tflite
+from srsearch.deploy.export import default_input_size, export_tflite, receptive_field
+from srsearch.deploy.resolve import resolve_model
+from srsearch.deploy.tflite_model import TFLiteModel, tile_starts
 from srsearch.models import build_model, inference_form
-from srsearch.tflite_model import TFLiteModel, tile_starts
+from srsearch.models.modelio import save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 
@@ -194,7 +196,7 @@ class Rank6Shuffle(nn.Module):
 
 
 def test_rank_above_4_is_detected(tmp_path: Path) -> None:
-    from srsearch.export import _gpu_problem
+    from srsearch.deploy.export import _gpu_problem
 
     path = tflite.convert(Rank6Shuffle(), (1, 3, 8, 8), tmp_path / "r6.tflite")
     report = tflite.gpu_report(path)
@@ -220,7 +222,7 @@ def test_gpu_op_list_uses_schema_names() -> None:
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_depth_to_space_order_is_pixel_shuffle(scale: int) -> None:
-    from srsearch._depth_to_space import d2s_permutation, depth_to_space
+    from srsearch.deploy.depth_to_space import d2s_permutation, depth_to_space
 
     v = torch.rand(2, 3 * scale * scale, 5, 7)
     perm = d2s_permutation(3, scale)
@@ -245,7 +247,7 @@ class SkipSR(nn.Module):
 
 
 def test_depth_to_space_form_is_exact() -> None:
-    from srsearch._depth_to_space import depth_to_space_form
+    from srsearch.deploy.depth_to_space import depth_to_space_form
 
     torch.manual_seed(0)
     model = SkipSR().eval()
@@ -267,7 +269,7 @@ def test_receptive_field_and_default_size() -> None:
 
 
 def test_depth_to_space_form_refuses_what_it_cannot_fold() -> None:
-    from srsearch._depth_to_space import depth_to_space_form
+    from srsearch.deploy.depth_to_space import depth_to_space_form
 
     class Rolled(nn.Module):  # a channel roll before the shuffle: no producer to fold into
         def forward(self, x: torch.Tensor) -> torch.Tensor:

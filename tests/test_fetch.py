@@ -1,4 +1,4 @@
-"""srsearch.fetch and `srsearch data`: resumable verified downloads, DIV2K extraction layout.
+"""srsearch.data.fetch and `srsearch data`: resumable verified downloads, DIV2K extraction layout.
 
 Everything is served from tmp_path (file:// URLs, or an HTTP server on 127.0.0.1 for the Range
 path); no test touches the network.
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srsearch import datasets, fetch
 from srsearch.commands import data as data_cmd
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.data import datasets, fetch
 
 
 def _sha(b: bytes) -> str:

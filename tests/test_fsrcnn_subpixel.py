@@ -58,8 +58,8 @@ def test_collapse_copies_and_keeps_mode():
 
 
 def test_collapsed_fsrcnn_converts_to_one_depth_to_space(tmp_path):
-    from srsearch import tflite
-    from srsearch._depth_to_space import depth_to_space_form
+    from srsearch.deploy import tflite
+    from srsearch.deploy.depth_to_space import depth_to_space_form
 
     model = _random_fsrcnn(2, d=16, s=6, m=1)
     sub = inference_form(model).eval()

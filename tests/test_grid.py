@@ -1,4 +1,4 @@
-"""srsearch.grid: crop grids labelled with whole-image PSNR and measured latency."""
+"""srsearch.evaluation.grid: crop grids labelled with whole-image PSNR and measured latency."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from srsearch.datasets import bicubic_upscale, load_images
-from srsearch.evaluate import evaluate
-from srsearch.grid import best_within_budget, detailed_window, grid_rows, panel_title, report_grid
+from srsearch.data.datasets import bicubic_upscale, load_images
+from srsearch.evaluation.evaluate import evaluate
+from srsearch.evaluation.grid import (
+    best_within_budget,
+    detailed_window,
+    grid_rows,
+    panel_title,
+    report_grid,
+)
 from srsearch.models import build_model, preset_config
 
 

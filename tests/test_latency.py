@@ -20,7 +20,9 @@ from torch import nn
 
 from android_bench import BenchResult, Device, DeviceError
 from srsearch.cli import main as cli_main
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.common.layers import LRSkip
+from srsearch.deploy.tflite import op_histogram
 from srsearch.latency import (
     LatencyModel,
     LatencyTable,
@@ -42,8 +44,6 @@ from srsearch.latency.probes import (
     combine,
     probes_for,
 )
-from srsearch.layers import LRSkip
-from srsearch.tflite import op_histogram
 from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, LayerSpec, SearchSpace, layers
 from supernet.subnet import SubNet
 
@@ -230,7 +230,7 @@ def test_probes_compute_the_op(spec: LayerSpec) -> None:
 
 def test_pixel_shuffle_probe_is_depth_to_space() -> None:
     """Same values as the pixel shuffle up to the channel order the export folds away."""
-    from srsearch._depth_to_space import d2s_permutation
+    from srsearch.deploy.depth_to_space import d2s_permutation
 
     spec = LayerSpec("pixel_shuffle", 12, 3, 0, 5, 7)
     (d2s,) = probes_for(spec)

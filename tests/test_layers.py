@@ -23,6 +23,10 @@ ALLOWED = {
     "android_bench": {"srcore"},
     "srsearch": {"srcore", "supernet", "android_bench"},
 }
+# Inside srsearch, bottom up: the subpackages (and root modules) in the order of the pipeline.
+# Each may import only those before it, so the folders read as the pipeline.
+SRSEARCH_LAYERS = ("common", "data", "evaluation", "models", "deploy", "latency", "train",
+                   "search", "comparison", "pipeline", "apply", "commands", "cli")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,28 @@ def layer_violations(imports: list[Import]) -> list[str]:
         src, dst = i.importer.split(".")[0], i.target.split(".")[0]
         if src != dst and dst not in ALLOWED[src]:
             bad.append(f"{i.importer}:{i.line} imports {i.target} ({src} may not import {dst})")
+    return bad
+
+
+def _subpackage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "srsearch" and len(parts) > 1 else None
+
+
+def subpackage_violations(imports: list[Import]) -> list[str]:
+    """An srsearch subpackage importing one above it in ``SRSEARCH_LAYERS``."""
+    rank = {name: k for k, name in enumerate(SRSEARCH_LAYERS)}
+    bad = []
+    for i in imports:
+        src, dst = _subpackage(i.importer), _subpackage(i.target)
+        if src is None or dst is None or src == dst:
+            continue
+        where = f"{i.importer}:{i.line} imports {i.target}"
+        if src not in rank or dst not in rank:
+            missing = src if src not in rank else dst
+            bad.append(f"{where} (add srsearch.{missing} to SRSEARCH_LAYERS)")
+        elif rank[dst] > rank[src]:
+            bad.append(f"{where} (srsearch.{src} may not import srsearch.{dst}, which is above it)")
     return bad
 
 
@@ -193,6 +219,10 @@ def test_packages_import_only_lower_layers():
     assert layer_violations(all_imports()) == []
 
 
+def test_srsearch_subpackages_import_only_lower_ones():
+    assert subpackage_violations(all_imports()) == []
+
+
 def test_library_does_not_import_the_cli():
     assert command_violations(all_imports()) == []
 
@@ -231,6 +261,9 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     # the library reaching into the CLI
     ({"srsearch/pipeline.py": "def f():\n    from srsearch.commands.supernet import make_space\n"},
      "commands", "srsearch.pipeline:2 imports srsearch.commands.supernet"),
+    # a model file reader reaching up into the exporter
+    ({"srsearch/models/modelio.py": "def f():\n    from srsearch.deploy.tflite_model import M\n"},
+     "subpackages", "srsearch.models.modelio:2 imports srsearch.deploy.tflite_model"),
     # a private module used from another package
     ({"srsearch/latency/_runner.py": "X = 1\n",
       "srsearch/search/run.py": "def f():\n    from srsearch.latency._runner import X\n"},
@@ -246,6 +279,7 @@ def test_checks_catch_the_listed_violations(tmp_path, files, check, expect):
     found = {
         "layers": lambda: layer_violations(imports),
         "commands": lambda: command_violations(imports),
+        "subpackages": lambda: subpackage_violations(imports),
         "private": lambda: private_import_violations(imports, modules(root)),
         "attributes": lambda: private_attribute_violations(root),
     }[check]()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from srsearch.metrics import (
+from srsearch.evaluation.metrics import (
     PSNR_CAP_DB,
     calculate_psnr,
     calculate_ssim,
@@ -105,7 +105,12 @@ def test_bad_inputs_named():
 def test_score_sr_rounds_to_uint8_then_scores_like_the_metrics():
     import torch
 
-    from srsearch.metrics import calculate_psnr, calculate_ssim, score_sr, tensor_to_uint8
+    from srsearch.evaluation.metrics import (
+        calculate_psnr,
+        calculate_ssim,
+        score_sr,
+        tensor_to_uint8,
+    )
 
     g = torch.Generator().manual_seed(0)
     sr, hr = torch.rand(3, 24, 20, generator=g), torch.rand(3, 24, 20, generator=g)

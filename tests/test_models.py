@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from srsearch.errors import UserError
-from srsearch.metrics import calculate_psnr
-from srsearch.modelio import load_model_file, save_model
+from srsearch.common.errors import UserError
+from srsearch.evaluation.metrics import calculate_psnr
 from srsearch.models import build_model, inference_form, preset_config, presets
 from srsearch.models.ecbsr import ECBSR, ECBSRConfig
+from srsearch.models.modelio import load_model_file, save_model
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -21,8 +21,8 @@ from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 from PIL import Image
 
-from srsearch.modelio import save_model
 from srsearch.models import build_model, preset_config
+from srsearch.models.modelio import save_model
 from srsearch.pipeline import STAGES, PipelineConfig, StageLog
 from srsearch.search.run import write_trials_csv
 from supernet.network import SuperNet

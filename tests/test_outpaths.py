@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from srsearch.cli import main
-from srsearch.errors import UserError
-from srsearch.outpaths import check_out_file, prepare_out_dir
+from srsearch.common.errors import UserError
+from srsearch.common.outpaths import check_out_file, prepare_out_dir
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_commands_name_an_unwritable_out(command, where, afile, image_dir, capsy
 
 def test_search_names_an_unwritable_out(afile, image_dir, tmp_path, monkeypatch, capsys):
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
     from supernet.network import SuperNet
     from tests.test_search import BUDGET, SPACE, FakePredictor
 
@@ -94,12 +94,12 @@ def test_search_names_an_unwritable_out(afile, image_dir, tmp_path, monkeypatch,
 
 def test_eval_json_checked_before_the_evaluation(afile, image_dir, tmp_path, monkeypatch,
                                                  capsys):
-    import srsearch.evaluate
+    import srsearch.evaluation.evaluate
 
     def never(*a, **k):
         raise AssertionError("evaluated although the output cannot be written")
 
-    monkeypatch.setattr(srsearch.evaluate, "evaluate", never)
+    monkeypatch.setattr(srsearch.evaluation.evaluate, "evaluate", never)
     for bad, says in ((afile / "x.json", "is a file, so no file"),
                       (tmp_path, "is a folder; give a file name")):
         assert main(["eval", "bicubic", "--data", str(image_dir), "--json", str(bad)]) == 2
@@ -119,8 +119,8 @@ def test_export_names_the_out_path_not_the_model(afile, tmp_path, capsys):
 
 
 def test_compare_names_an_unwritable_out(afile, tmp_path, capsys):
-    from srsearch.modelio import save_model
     from srsearch.models import build_model, preset_config
+    from srsearch.models.modelio import save_model
 
     run = tmp_path / "run"
     save_model(build_model(preset_config("espcn", 2)), run / "model.pt")

@@ -138,7 +138,7 @@ def test_budget_may_change_until_the_search_runs(tmp_path, monkeypatch):
     from dataclasses import asdict
 
     import srsearch.pipeline as pipeline
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
     from srsearch.pipeline import PipelineConfig, StageLog, run_pipeline
 
     run = tmp_path / "run"
@@ -160,7 +160,7 @@ def test_budget_may_change_until_the_search_runs(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0])
 def test_pipeline_budget_must_be_finite(budget):
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
     from srsearch.pipeline import PipelineConfig
 
     with pytest.raises(UserError, match="budget_ms"):
@@ -178,7 +178,7 @@ def test_pipeline_budget_must_be_finite(budget):
 def test_pipeline_values_are_checked_by_their_owner_before_any_work(field, value, words):
     """Each value is checked once, by the config that owns it, built from the pipeline's
     fields when the pipeline config is made; the error names the pipeline's key."""
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
     from srsearch.pipeline import PipelineConfig
 
     with pytest.raises(UserError) as e:

@@ -1,4 +1,4 @@
-"""No library output a user cannot act on (srsearch._quiet), checked in real processes: the
+"""No library output a user cannot act on (srsearch.common.quiet), checked in real processes: the
 lines the README's main job printed from a fresh clone."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from srsearch.modelio import save_model
 from srsearch.models import build_model, preset_config
+from srsearch.models.modelio import save_model
 
 NOISE = ("Failed to load", "KernelPreference", "absl::InitializeLog", "oneDNN", "LeafSpec",
          "Tip:", "GPU available", "greenlet")
@@ -50,7 +50,7 @@ def test_worker_c_stderr_and_library_loggers_go_to_the_log(tmp_path):
 import logging, os
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing as mp
-from srsearch._quiet import library_log_path, quiet_library_logs, quiet_worker
+from srsearch.common.quiet import library_log_path, quiet_library_logs, quiet_worker
 
 def job():
     os.write(2, b"C++ noise from a worker\\n")

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.models import build_model, inference_form
 from srsearch.models.ecbsr import ECB
 from srsearch.models.subnet import REP_KINDS, RepSubNet, subnet_config

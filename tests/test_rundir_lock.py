@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from srsearch.cli import main
-from srsearch.errors import UserError
-from srsearch.rundir_lock import LOCK_NAME, file_lock, holder_pid, run_dir_lock
+from srsearch.common.errors import UserError
+from srsearch.common.rundir_lock import LOCK_NAME, file_lock, holder_pid, run_dir_lock
 
 _HOLD = """
 import sys, time
 from pathlib import Path
-from srsearch.rundir_lock import file_lock, run_dir_lock
+from srsearch.common.rundir_lock import file_lock, run_dir_lock
 lock = file_lock if sys.argv[2] == "file" else run_dir_lock
 with lock(Path(sys.argv[1])):
     print("held", flush=True)
@@ -87,8 +87,8 @@ def test_commands_refuse_a_held_run_dir(command, tmp_path, holder, image_dir, ca
         "compare": ["compare", "--run", str(run)],
     }[command]
     if command == "compare":  # a finished search run
-        from srsearch.modelio import save_model
         from srsearch.models import build_model, preset_config
+        from srsearch.models.modelio import save_model
 
         save_model(build_model(preset_config("espcn", 2)), run / "model.pt")
         (run / "config.json").write_text('{"budget_ms": 20.0, "finetune_steps": 2}')
@@ -105,7 +105,7 @@ def test_two_searches_on_one_run_dir(tmp_path, holder, image_dir, monkeypatch, c
     """The probe: a second `search --resume` on a run dir in use is refused before it
     touches the study."""
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
     from supernet.network import SuperNet
     from tests.test_search import BUDGET, SPACE, FakePredictor
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from srsearch.datasets import SRImage, bicubic_downscale
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.data.datasets import SRImage, bicubic_downscale
 from srsearch.search import (
     PruneConfig,
     RunConfig,
@@ -471,10 +471,10 @@ class FakeDevice:
 
 
 def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
-    from srsearch import tflite
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.deploy import tflite
+    from srsearch.train.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     monkeypatch.setattr(tflite, "convert", lambda model, shape, path, **kw: Path(path))
@@ -501,7 +501,7 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
 
 def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_dir, tmp_path):
     from srsearch.search.finetune import finetune
-    from srsearch.training import TrainConfig
+    from srsearch.train.training import TrainConfig
 
     sub = supernet.get_active_subnet(SPACE.min_arch()).eval()
     before = sub.head.weight.clone()
@@ -535,7 +535,7 @@ def test_infeasible_budget_writes_nothing_and_a_retry_works(supernet, image_dir,
                                                             monkeypatch, capsys):
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")
@@ -560,7 +560,7 @@ def test_lost_stage2_database_message_can_be_followed(supernet, image_dir, tmp_p
 
     from srsearch.cli import main
     from srsearch.commands import search as command
-    from srsearch.supernet_training import save_supernet
+    from srsearch.train.supernet_training import save_supernet
 
     monkeypatch.setattr(command, "load_latency_model", lambda path: FakePredictor())
     save_supernet(supernet, tmp_path / "supernet.pt")

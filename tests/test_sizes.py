@@ -1,8 +1,8 @@
 import pytest
 
-from srsearch.errors import UserError
-from srsearch.export import default_input_size
-from srsearch.sizes import TARGET_OUTPUT, lr_size, parse_size
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import TARGET_OUTPUT, lr_size, parse_size
+from srsearch.deploy.export import default_input_size
 
 
 def test_parse_size_reads_width_by_height_and_names_the_flag():

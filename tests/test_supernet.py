@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from supernet.elastic import ElasticConv2d
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, CellConfig, SearchSpace, layers, macs, params, wide_low

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from srsearch.cli import main
-from srsearch.supernet_training import SupernetModule, load_supernet, space_to_dict, val_archs
+from srsearch.train.supernet_training import SupernetModule, load_supernet, space_to_dict, val_archs
 from supernet.space import SearchSpace
 from tests.conftest import cli_cmd
 

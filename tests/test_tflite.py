@@ -1,4 +1,4 @@
-"""srsearch.tflite: conversion matches PyTorch, op counts, atomic writes, clear errors."""
+"""srsearch.deploy.tflite: conversion matches PyTorch, op counts, atomic writes, clear errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from srsearch import tflite
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.deploy import tflite
 
 # torch.export inside litert-torch trips a torch deprecation warning; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -161,7 +161,7 @@ def test_prelu_int8_keeps_the_decomposed_form(tmp_path: Path) -> None:
 
 
 def test_native_prelu_form_copies_only_when_needed() -> None:
-    from srsearch._prelu import NHWCPReLU, native_prelu_form
+    from srsearch.deploy._prelu import NHWCPReLU, native_prelu_form
 
     model = PReLUSR()
     swapped = native_prelu_form(model)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srsearch.cli import main
-from srsearch.modelio import load_model_file
+from srsearch.models.modelio import load_model_file
 from tests.conftest import cli_cmd
 
 TINY = ["--batch-size", "2", "--lr-patch", "8"]
@@ -106,7 +106,7 @@ def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypat
     it ends with the uninterrupted run's exact weights."""
     import lightning as L
 
-    import srsearch.training as training
+    import srsearch.train.training as training
 
     args = ["train", "--arch", "espcn", "--data", str(image_dir), "--max-steps", "8",
             "--val-every", "4", "--ckpt-every", "3", *TINY]
@@ -138,7 +138,7 @@ def test_resumed_run_matches_an_uninterrupted_one(image_dir, tmp_path, monkeypat
 
 
 def test_step_sampler_continues_mid_epoch():
-    from srsearch.patches import StepSampler
+    from srsearch.data.patches import StepSampler
 
     step = [0]
     s = StepSampler(2, 3, lambda: step[0])
@@ -151,13 +151,14 @@ def test_step_sampler_continues_mid_epoch():
 
 def test_train_flags_are_the_train_config_fields():
     """`srsearch train` builds its TrainConfig from its flags by field name
-    (`srsearch.settings.build_config`): every field has its flag, with the field's default."""
+    (`srsearch.common.settings.build_config`): every field has its flag, with the field's
+    default."""
     import argparse
     from dataclasses import fields
 
     from srsearch.cli import build_parser
     from srsearch.commands._common import train_config_from_args
-    from srsearch.training import TrainConfig
+    from srsearch.train.training import TrainConfig
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     args = sub.choices["train"].parse_args(["--arch", "espcn", "--out", "x"])

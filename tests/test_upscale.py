@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from srsearch._imageio import read_rgb8
+from srsearch.apply.upscale import load_upscaler, upscale
 from srsearch.cli import main
-from srsearch.evaluate import super_resolve
-from srsearch.modelio import save_model
+from srsearch.data.image_io import read_rgb8
+from srsearch.evaluation.evaluate import super_resolve
 from srsearch.models import build_model
-from srsearch.upscale import load_upscaler, upscale
+from srsearch.models.modelio import save_model
 from tests.conftest import smooth_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -32,8 +32,8 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tflite_file(saved: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from srsearch.export import export_tflite
-    from srsearch.modelio import load_model_file
+    from srsearch.deploy.export import export_tflite
+    from srsearch.models.modelio import load_model_file
 
     out = tmp_path_factory.mktemp("tfl") / "ecbsr.tflite"
     export_tflite(load_model_file(saved)[0], out, input_size=TILE, val_images=1, log=lambda m: None)
@@ -82,7 +82,7 @@ def test_frame_that_fits_the_tile_is_the_whole_frame_result(tflite_file: Path) -
     up = load_upscaler(str(tflite_file), threads=1)
     lr = smooth_image(np.random.default_rng(4), TILE[1], TILE[0])
     x = torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255)[None]
-    from srsearch import tflite
+    from srsearch.deploy import tflite
 
     whole = tflite.run_tflite(tflite_file, x.permute(0, 2, 3, 1).numpy())[0]  # one NHWC run
     want = np.round(np.clip(whole, 0, 1) * 255).astype(np.uint8)

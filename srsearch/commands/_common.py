@@ -31,9 +31,9 @@ def parse_devices(value: str) -> int | str:
 
 
 def train_config_from_args(args: argparse.Namespace, lr: float):
-    """The :class:`srsearch.training.TrainConfig` of ``srsearch train`` / ``supernet`` flags
+    """The :class:`srsearch.train.training.TrainConfig` of ``srsearch train`` / ``supernet`` flags
     (each flag is the field of the same name)."""
-    from srsearch.settings import build_config
-    from srsearch.training import TrainConfig
+    from srsearch.common.settings import build_config
+    from srsearch.train.training import TrainConfig
 
     return build_config(TrainConfig, vars(args), lr=lr, devices=parse_devices(args.devices))

@@ -7,8 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 
 DELEGATES = ("xnnpack", "cpu", "gpu", "nnapi")
 
@@ -210,7 +210,7 @@ def _summary(model: Path, rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _resumable(out: Path, report: dict[str, Any]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Rounds in `out` measured by the same targets/devices with the same runs/warm-up."""
-    from srsearch import atomic
+    from srsearch.common import atomic
 
     old = atomic.read_json(out)
     if old is None or any(old.get(k) != report[k] for k in ("runs", "warmup")):

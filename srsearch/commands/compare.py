@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from srsearch.compare import DEFAULT_BASELINES
+    from srsearch.comparison.compare import DEFAULT_BASELINES
 
     p = sub.add_parser(
         "compare",
@@ -95,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.compare import compare_run
+    from srsearch.comparison.compare import compare_run
 
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     predictor = None

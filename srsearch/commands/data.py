@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "data" / "div2k.json"
 _DONE_DIR = ".srsearch-fetch"  # under --root: one marker per fully extracted archive
@@ -93,7 +93,7 @@ def _extract(zip_path: Path, root: Path, top: str) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from srsearch.fetch import fetch
+    from srsearch.data.fetch import fetch
 
     manifest = _load_manifest(args.manifest)
     archives = manifest["archives"]
@@ -130,7 +130,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from srsearch.datasets import load_images
+    from srsearch.data.datasets import load_images
 
     splits = [args.split] if args.split else ["train", "val"]
     for split in splits:

@@ -39,13 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.atomic import write_json
-    from srsearch.datasets import load_images
-    from srsearch.errors import UserError
-    from srsearch.evaluate import evaluate, format_table
-    from srsearch.modelio import resolve_model
+    from srsearch.common.atomic import write_json
+    from srsearch.common.errors import UserError
+    from srsearch.common.outpaths import check_out_file
+    from srsearch.data.datasets import load_images
+    from srsearch.deploy.resolve import resolve_model
+    from srsearch.evaluation.evaluate import evaluate, format_table
     from srsearch.models import inference_form
-    from srsearch.outpaths import check_out_file
 
     model, name = resolve_model(args.model, args.scale)
     model_scale = int(model.config()["scale"])

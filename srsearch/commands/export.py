@@ -85,9 +85,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.errors import UserError
-    from srsearch.export import check_output, export_tflite, parse_size
-    from srsearch.modelio import resolve_model
+    from srsearch.common.errors import UserError
+    from srsearch.deploy.export import check_output, export_tflite, parse_size
+    from srsearch.deploy.resolve import resolve_model
 
     if Path(args.tflite).suffix == ".tflite":
         raise UserError(

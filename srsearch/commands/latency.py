@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from srsearch.commands.bench import add_device_flags, device_options
-from srsearch.errors import UserError
-from srsearch.progress import ProgressBars
-from srsearch.sizes import parse_size
+from srsearch.common.errors import UserError
+from srsearch.common.progress import ProgressBars
+from srsearch.common.sizes import parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -174,7 +174,7 @@ def _target_record(args: argparse.Namespace, device: Any) -> dict[str, Any]:
 def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from srsearch.rundir_lock import file_lock
+    from srsearch.common.rundir_lock import file_lock
 
     console = Console()
     out_size = parse_size(args.out_size)
@@ -187,7 +187,7 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
     import time
 
     from android_bench import device_from_target
-    from srsearch._imageio import default_cache_dir
+    from srsearch.data.image_io import default_cache_dir
     from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
     from srsearch.latency.runner import probe_cache_dir
 
@@ -247,7 +247,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from srsearch.latency import LatencyModel, validate, validation_path
 
     console = Console()
-    from srsearch.outpaths import check_out_file
+    from srsearch.common.outpaths import check_out_file
 
     model = LatencyModel.load(args.lut)
     check_out_file(validation_path(args.lut), "validation report")

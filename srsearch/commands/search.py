@@ -138,7 +138,7 @@ def load_latency_model(path: Path):
 
 def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
     """'espcn=12.5:31.2' -> ('espcn', (12.5, 31.2))."""
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
 
     name, _, rest = text.partition("=")
     try:
@@ -149,9 +149,9 @@ def parse_baseline(text: str) -> tuple[str, tuple[float, float]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srsearch.common.settings import build_config
     from srsearch.search.run import RunConfig, run_search
-    from srsearch.settings import build_config
-    from srsearch.supernet_training import load_supernet
+    from srsearch.train.supernet_training import load_supernet
 
     cfg = build_config(RunConfig, vars(args), crop=args.crop or None,
                        devices=parse_devices(args.devices))

@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.supernet_training import train_supernet
+    from srsearch.train.supernet_training import train_supernet
     from supernet.space import make_space
 
     cfg = train_config_from_args(args, args.lr)

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def model_config_from_arch(arch: str, scale: int) -> dict:
     """A preset name or a JSON config file -> config dict (scale must agree)."""
-    from srsearch.errors import UserError
+    from srsearch.common.errors import UserError
     from srsearch.models import preset_config
 
     path = Path(arch)
@@ -65,7 +65,7 @@ def model_config_from_arch(arch: str, scale: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from srsearch.models import preset_lr
-    from srsearch.training import train
+    from srsearch.train.training import train
 
     lr = args.lr if args.lr is not None else preset_lr(args.arch)
     cfg = train_config_from_args(args, lr)

@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srsearch.errors import UserError
-    from srsearch.upscale import upscale
+    from srsearch.apply.upscale import upscale
+    from srsearch.common.errors import UserError
 
     if args.threads < 1:
         raise UserError(f"--threads {args.threads}: give 1 or more")

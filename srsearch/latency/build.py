@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from android_bench import BenchResult, Device
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import lr_size  # re-exported (srsearch.latency)
 from srsearch.latency.lut import LatencyTable, arch_id
 from srsearch.latency.model import features, fit
 from srsearch.latency.probes import Probe, baseline_probe, combine, probes_for
 from srsearch.latency.runner import Exporter, Job, add_net_round, interleave, load1, runner
-from srsearch.sizes import lr_size  # re-exported (srsearch.latency)
 from supernet.space import (  # distinct_keys: re-exported here and in srsearch.latency
     ArchConfig,
     LayerSpec,
@@ -119,14 +119,15 @@ def build_table(
         rounds: Passes over all models; each figure is the median of its rounds.
         seed: Seed of the fit nets' sample.
         batch_size: Fewest probes timed between two groups of nets.
-        channels_last_io, depth_to_space: How whole nets are exported (`srsearch.tflite.convert`
+        channels_last_io, depth_to_space: How whole nets are exported
+        (`srsearch.deploy.tflite.convert`
             keywords, stored as the table's "export"; the defaults are `srsearch export`'s:
             NHWC I/O, the pixel shuffle as one DEPTH_TO_SPACE). Probes are always NHWC and
             time the pixel shuffle the way the nets lower it.
         precision: "fp32" or "int8": the precision the model will ship in; probes and nets
             are exported at it (int8: static quantisation as `srsearch export --precision
             int8`, calibrated on random inputs, which does not change the time).
-        exporter: Writes a model file; default `srsearch.tflite.convert` (tests pass a fake).
+        exporter: Writes a model file; default `srsearch.deploy.tflite.convert` (tests pass a fake).
         jobs: Processes exporting models in parallel (all exports come before any timing).
         probe_cache: Keep probe files here and reuse them (they do not depend on the device);
             `runner.probe_cache_dir(root)` names a folder per converter version.
@@ -210,7 +211,7 @@ PRECISIONS = ("fp32", "int8")
 
 def export_settings(channels_last_io: bool, depth_to_space: bool,
                     precision: str = "fp32") -> dict[str, Any]:
-    """A table's "export" record (`srsearch.tflite.convert` keywords). fp32 adds no key, so
+    """A table's "export" record (`srsearch.deploy.tflite.convert` keywords). fp32 adds no key, so
     tables built before precision was a setting still resume and compare equal."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: the latency table takes "

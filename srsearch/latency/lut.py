@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 from srsearch.latency.probes import key_str
 from supernet.space import LayerSpec
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.latency.lut import LatencyTable
 from srsearch.latency.probes import key_str
 from supernet.space import ArchConfig, LayerSpec, SearchSpace, distinct_keys, layers

@@ -1,6 +1,6 @@
 """Small models that time one op of the search space on the target (the LUT's measurements).
 
-One probe per `LayerSpec` key. A probe is the op alone, exported by `srsearch.tflite.convert`
+One probe per `LayerSpec` key. A probe is the op alone, exported by `srsearch.deploy.tflite.convert`
 exactly like a whole subnet (same converter, NHWC I/O), so the table measures what the
 compiler makes of the op (fused ReLU, XNNPACK kernels and their channel packing, the
 pixel-shuffle lowering), not its FLOPs.
@@ -65,8 +65,8 @@ class ConvProbe(nn.Module):
 
 
 class DepthToSpaceProbe(nn.Module):
-    """The pixel shuffle as `srsearch.tflite.convert(depth_to_space=True)` lowers it in a net:
-    one DEPTH_TO_SPACE op (NHWC). The channel order differs from `nn.PixelShuffle`, which only
+    """The pixel shuffle as `srsearch.deploy.tflite.convert(depth_to_space=True)` lowers it in a
+    net: one DEPTH_TO_SPACE op (NHWC). The channel order differs from `nn.PixelShuffle`, which only
     matters for values, not for timing; the NCHW<->NHWC permutes here cancel against those of
     the NHWC export, so the file holds the one op.
     """
@@ -76,7 +76,7 @@ class DepthToSpaceProbe(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import srsearch._depth_to_space  # noqa: F401  (registers the op and its lowering)
+        import srsearch.deploy.depth_to_space  # noqa: F401  (registers the op and its lowering)
 
         y = torch.ops.srsearch.depth_to_space(x.permute(0, 2, 3, 1), self.scale)
         return y.permute(0, 3, 1, 2)  # (1, s*s*C, h, w) -> (1, C, h*s, w*s)

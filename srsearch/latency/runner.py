@@ -33,7 +33,7 @@ from supernet.space import ArchConfig, macs
 
 Exporter = Callable[[nn.Module, tuple[int, int, int, int], Path, Mapping[str, Any]], Any]
 """exporter(module, nchw_input_shape, path, options): write a model file at path; options are
-`srsearch.tflite.convert` keywords (channels_last_io, depth_to_space, precision)."""
+`srsearch.deploy.tflite.convert` keywords (channels_last_io, depth_to_space, precision)."""
 
 
 def export_tflite(
@@ -42,7 +42,7 @@ def export_tflite(
     path: Path,
     options: Mapping[str, Any],
 ) -> Path:
-    """The exporter of the table: `srsearch.tflite.convert`, the converter that ships models,
+    """The exporter of the table: `srsearch.deploy.tflite.convert`, the converter that ships models,
     with ``options`` (the table's "export" settings); also times `search --measure`'s model.
 
     The PyTorch-vs-LiteRT check is off: probes and nets carry random weights and only their
@@ -53,7 +53,7 @@ def export_tflite(
     """
     import torch
 
-    from srsearch import tflite
+    from srsearch.deploy import tflite
 
     kw = dict(options)
     if kw.get("precision") == "int8" and not kw.get("representative"):
@@ -169,7 +169,7 @@ def runner(device: Device, exporter: Exporter | None, jobs: int = 1) -> Iterator
     workdir = Path(tempfile.mkdtemp(prefix="srsearch-latency-"))
     pool = None
     if jobs > 1:
-        from srsearch._quiet import quiet_worker
+        from srsearch.common.quiet import quiet_worker
 
         # spawn: a fork of a process that has run torch/LiteRT threads can deadlock. A spawned
         # worker starts without the parent's warning filters: it sets them itself.

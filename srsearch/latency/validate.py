@@ -10,8 +10,8 @@ import numpy as np
 from scipy import stats
 
 from android_bench import BenchResult, Device
-from srsearch import atomic
-from srsearch.errors import UserError
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
 from srsearch.latency.build import net_job, spanning_archs
 from srsearch.latency.lut import TABLE_INDENT, arch_id
 from srsearch.latency.model import LatencyModel
@@ -188,7 +188,7 @@ def _spread(values: Sequence[float]) -> float:
 
 def _previous(out: Path, fingerprint_id: str, export: dict[str, Any]) -> dict[str, dict]:
     """Measurements already in ``out`` for the same target and export settings."""
-    from srsearch import atomic
+    from srsearch.common import atomic
 
     old = atomic.read_json(out)
     if old is None:

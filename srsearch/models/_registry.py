@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _PRESETS: dict[str, dict[str, Any]] = {}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.models._registry import register
 from srsearch.models.ecbsr import ECB
 from supernet.space import ArchConfig

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.search.evaluator import Score
 from supernet.space import ArchConfig
 
@@ -234,7 +234,7 @@ class _Progress:
         if self.enabled:
             from rich.console import Console
 
-            from srsearch.progress import bar_progress
+            from srsearch.common.progress import bar_progress
 
             self._progress = bar_progress(Console(stderr=True))
             self._progress.start()

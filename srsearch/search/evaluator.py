@@ -1,8 +1,8 @@
 """Accuracy of candidates: Y-PSNR (and SSIM) on validation images, cached per candidate.
 
 `ImageScorer` scores any SR model on a fixed set of images with the conventions of
-`srsearch.metrics` (output clamped and rounded to uint8, Y channel of BT.601, border shave =
-scale). `SubnetEvaluator` is what stage 2 receives: the score of a supernet subnet with its
+`srsearch.evaluation.metrics` (output clamped and rounded to uint8, Y channel of BT.601, border
+shave = scale). `SubnetEvaluator` is what stage 2 receives: the score of a supernet subnet with its
 inherited weights, cached by the architecture's JSON, so a candidate the search proposes twice
 costs one forward pass.
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
-from srsearch.metrics import score_sr
+from srsearch.common.errors import UserError
+from srsearch.evaluation.metrics import score_sr
 from supernet.network import SuperNet
 from supernet.space import ArchConfig
 
@@ -56,7 +56,7 @@ class ImageScorer:
     image), otherwise one by one.
 
     Args:
-        images: `srsearch.datasets.SRImage` list (uint8 RGB HR and LR).
+        images: `srsearch.data.datasets.SRImage` list (uint8 RGB HR and LR).
         scale: Upscaling factor; also the border shaved before the metrics.
         crop: LR side of the center crop, or None for whole images (see the module docstring).
         ssim: Also compute SSIM (about as dear as a forward pass of a small net on CPU).

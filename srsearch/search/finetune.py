@@ -1,6 +1,6 @@
 """Fine-tune the compact (pruned) model with Lightning, starting from its inherited weights.
 
-Reuses `srsearch.training`: the same `SRModule` (L1 loss, Adam, cosine schedule, Y-PSNR/SSIM
+Reuses `srsearch.train.training`: the same `SRModule` (L1 loss, Adam, cosine schedule, Y-PSNR/SSIM
 validation), `SRDataModule` and `make_trainer`, so a fine-tune run directory looks like any
 training run (``checkpoints/last.ckpt``, ``logs/``) and a killed fine-tune resumes from its
 last checkpoint.
@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from srsearch import atomic
-from srsearch.training import (
+from srsearch.common import atomic
+from srsearch.train.training import (
     SRDataModule,
     SRModule,
     TrainConfig,

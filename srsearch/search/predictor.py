@@ -33,7 +33,7 @@ class SearchPredictor(LatencyPredictor, Protocol):
         lr_hw: LR (height, width) the predictions are for, or None (the export default).
         target_spec: How to rebuild the target's device (``{"target", "options"}`` for
             `android_bench.device_from_target`; `srsearch compare` measures on it), or None.
-        export_spec: `srsearch.tflite.convert` settings the predictions were measured with
+        export_spec: `srsearch.deploy.tflite.convert` settings the predictions were measured with
             (e.g. ``{"precision": "int8"}``); the shipped model is exported the same way.
     """
 

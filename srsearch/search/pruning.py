@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from supernet.cells import KINDS
 from supernet.cells.base import IN, INNER, LOW, OUT
 from supernet.space import ArchConfig, CellConfig

@@ -10,7 +10,7 @@ reruns only what is missing, and a stage interrupted mid-way resumes from ``sear
 | ``arch.json`` | the stage-2 architecture (`ArchConfig` JSON) |
 | ``prune.json`` | the stage-3 decision (`PruneConfig` JSON) |
 | ``finetune/`` | the fine-tuning run (Lightning checkpoints and logs) |
-| ``model.pt`` | the compact model, config + state dict (`srsearch.modelio`) |
+| ``model.pt`` | the compact model, config + state dict (`srsearch.models.modelio`) |
 | ``trials.csv`` | every finished trial of both stages |
 | ``pareto.png`` | PSNR against predicted latency of the stage-2 trials, choice marked |
 | ``summary.json`` | latency (predicted, measured if a device is given), PSNR/SSIM, wall times |
@@ -21,222 +21,31 @@ PSNRs in ``trials.csv`` and the plot are the search's (inherited weights, center
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from srsearch.atomic import write_json, write_text
-from srsearch.errors import UserError
-from srsearch.search._optuna import load_study, record
+from srsearch.common.atomic import write_json, write_text
+from srsearch.common.errors import UserError
+from srsearch.common.sizes import TARGET_OUTPUT, lr_size
+from srsearch.search._optuna import load_study
 from srsearch.search.evaluator import SubnetEvaluator
 from srsearch.search.predictor import LatencyPredictor, SearchPredictor
 from srsearch.search.pruning import PruneConfig, apply_pruning
+from srsearch.search.run_config import RunConfig, _check_run_dir
 from srsearch.search.stage2 import (
-    SAMPLERS,
     STUDY_NAME,
     Stage2Config,
     Stage2Result,
     search_architecture,
     stage2_result,
 )
-from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
-from srsearch.sizes import TARGET_OUTPUT, lr_size
+from srsearch.search.trials import _appender, plot_pareto, write_trials_csv
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
-
-# Settings that change what a finished step holds; a resumed run must keep them.
-_FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "crop", "sampler", "stage3_sampler",
-          "seed", "max_ratio")
-# What a run's config.json written before a setting existed implies for it.
-_BEFORE = {"overshoot": 0.0}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Settings of `run_search`; each field is a ``srsearch search`` flag of the same name.
-
-    Attributes:
-        budget_ms: Latency budget on the predictor's target.
-        budget_floor: Both stages consider only nets predicted at or above this fraction of
-            the budget (of the largest net's latency, if that is lower): fine-tuned PSNR rises
-            with MACs, so the best net sits near the budget and the floor keeps the trials
-            there (docs/search.md, "Latency floor"). 0 turns it off.
-        overshoot: Stage 2 searches under ``(1 + overshoot) * budget_ms`` (its floor scaled
-            alike) and stage 3 must prune the choice back under ``budget_ms``; 0: stage 2
-            searches under the budget and stage 3 may prune further.
-        data: Data spec; its val split scores candidates, its train split fine-tunes.
-        trials: Stage-2 finished trials in total.
-        stage3_trials: Stage-3 finished trials (0: no pruning search).
-        finetune_steps: Fine-tuning steps (0: keep the inherited weights).
-        sampler: Stage-2 sampler (`stage2.SAMPLERS`).
-        stage3_sampler: "gp" or "tpe".
-        crop: LR side of the center crops the search scores on (None: whole images).
-        max_ratio: Largest stage-3 pruning ratio per group.
-        seed: Seed of samplers and fine-tuning.
-        batch_size, lr_patch, lr: Fine-tuning batch, LR patch side and learning rate.
-        distill: Fine-tuning distillation weight from the supernet's largest subnet (0: off).
-        accelerator, devices: Lightning Trainer flags for fine-tuning.
-    """
-
-    budget_ms: float
-    budget_floor: float = 0.85
-    overshoot: float = 0.0
-    data: str = "builtin"
-    trials: int = 200
-    stage3_trials: int = 40
-    finetune_steps: int = 1000
-    sampler: str = "evolution"
-    stage3_sampler: str = "gp"
-    crop: int | None = 64
-    max_ratio: float = 0.75
-    seed: int = 0
-    batch_size: int = 16
-    lr_patch: int = 48
-    lr: float = 2e-3  # chosen on builtin's val split: docs/search.md
-    distill: float = 0.0
-    accelerator: str = "cpu"
-    devices: int | str = 1
-
-    def __post_init__(self) -> None:
-        checks = {
-            "--budget-ms": (math.isfinite(self.budget_ms) and self.budget_ms > 0,
-                            "a positive number of ms (not inf or nan)"),
-            "--budget-floor": (0 <= self.budget_floor < 1, "in [0, 1)"),
-            "--overshoot": (0 <= self.overshoot <= 1, "in [0, 1]"),
-            "--trials": (self.trials >= 1, "at least 1"),
-            "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
-            "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
-            "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-            "--stage3-sampler": (self.stage3_sampler in STAGE3_SAMPLERS,
-                                 " or ".join(STAGE3_SAMPLERS)),
-            "--crop": (self.crop is None or self.crop >= 16, "at least 16 (or none)"),
-            "--max-ratio": (0 <= self.max_ratio < 1, "in [0, 1)"),
-            "--distill": (0 <= self.distill <= 1, "in [0, 1]"),
-        }
-        for flag, (ok, need) in checks.items():
-            if not ok:
-                value = getattr(self, flag[2:].replace("-", "_"))
-                raise UserError(f"{flag} {value} is invalid: it must be {need}")
-        if self.overshoot > 0 and self.stage3_trials < 1:
-            raise UserError(f"--overshoot {self.overshoot} needs stage 3 to prune the stage-2 "
-                            "choice back into the budget: give --stage3-trials >= 1 (or "
-                            "--overshoot 0)")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        """The settings of a run's ``config.json`` (its other keys are ignored)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-    def train_config(self, scale: int, steps: int | None = None, lr: float | None = None):
-        """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
-        the baselines with it so that they get the same data, steps, batch, patch and seed)."""
-        from srsearch.settings import build_config
-        from srsearch.training import TrainConfig
-
-        steps = steps or self.finetune_steps
-        return build_config(TrainConfig, asdict(self), scale=scale, max_steps=steps,
-                            lr=self.lr if lr is None else lr, val_every=steps,
-                            ckpt_every=max(1, min(100, steps)))
-
-
-def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
-    path = out / "config.json"
-    if path.is_file():
-        if not resume:
-            raise UserError(f"--out {out} already holds a search run; pass --resume to continue "
-                            "it or choose another --out")
-        have = json.loads(path.read_text())
-        diff = [k for k in (*_FIXED, "space") if have.get(k, _BEFORE.get(k)) != config.get(k)]
-        if diff:
-            details = "; ".join(f"{k}: {have.get(k)!r} -> {config.get(k)!r}" for k in diff)
-            raise UserError(f"--resume {out}: settings differ from the run's ({details}); "
-                            "resume with the same settings or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, config)
-
-
-def _csv_fields() -> list[str]:
-    return ["stage", "number", "feasible", "latency_ms", "psnr", "ssim", "scored", "arch",
-            "ratios"]
-
-
-def write_trials_csv(path: Path, stages: Mapping[str, Sequence[dict[str, Any]]]) -> None:
-    rows = [{"stage": stage, **r, "ratios": json.dumps(r["ratios"]) if "ratios" in r else ""}
-            for stage, recs in stages.items() for r in recs]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_csv_fields())
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _appender(path: Path, stage: str):
-    """on_trial callback appending one row per finished trial (rewritten whole at the end)."""
-    def on_trial(t) -> None:
-        new = not path.is_file()
-        r = record(t)
-        if stage == "stage3":
-            r["ratios"] = json.dumps(dict(t.params))
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=_csv_fields())
-            if new:
-                w.writeheader()
-            w.writerow({"stage": stage, **r})
-    return on_trial
-
-
-def plot_pareto(path: Path, trials: Sequence[dict[str, Any]], budget_ms: float,
-                chosen: tuple[float, float], final: tuple[float, float] | None = None,
-                baselines: Mapping[str, tuple[float, float]] | None = None,
-                floor_ms: float = 0.0, stage2_budget_ms: float | None = None) -> None:
-    """PSNR against predicted latency of the feasible stage-2 trials, the front, the budget
-    (and latency floor, and stage 2's own budget when it overshoots), the chosen point (and
-    the pruned one), and baselines given as name -> (ms, PSNR)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = sorted({(r["latency_ms"], r["psnr"]) for r in trials if r["feasible"]})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if pts:
-        ax.scatter(*zip(*pts, strict=True), s=12, c="0.6", label="stage-2 candidates")
-        front, best = [], -math.inf
-        for ms, p in pts:
-            if p > best:
-                front.append((ms, p))
-                best = p
-        ax.step(*zip(*front, strict=True), where="post", c="0.3", lw=1, label="front")
-    ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
-    if stage2_budget_ms and stage2_budget_ms != budget_ms:
-        ax.axvline(stage2_budget_ms, c="tab:purple", ls="-.", lw=1,
-                   label=f"stage-2 budget {stage2_budget_ms:.3g} ms")
-    if floor_ms:
-        ax.axvline(floor_ms, c="tab:orange", ls=":", lw=1, label=f"floor {floor_ms:.3g} ms")
-    ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, c="tab:red", zorder=3,
-               label="stage-2 choice")
-    if final is not None and final != chosen:
-        ax.scatter([final[0]], [final[1]], marker="D", s=60, c="tab:blue", zorder=3,
-                   label="after stage-3 pruning")
-    for name, (ms, p) in (baselines or {}).items():
-        ax.scatter([ms], [p], marker="s", s=40, c="tab:green", zorder=3)
-        ax.annotate(name, (ms, p), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("Y-PSNR, inherited weights (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
@@ -274,12 +83,12 @@ def run_search(
             supernet's space.
         device: An `android_bench.Device` to measure the final model on, or None.
         baselines: name -> (latency ms, PSNR) to mark on the plot.
-        export_options: `srsearch.tflite.convert` keywords for that measurement; pass the
+        export_options: `srsearch.deploy.tflite.convert` keywords for that measurement; pass the
             ones the latency table was measured with.
         supernet_path: Where ``supernet`` was loaded from, recorded in ``config.json`` so that
             `srsearch compare` can count its training and re-fine-tune from it.
     """
-    from srsearch.rundir_lock import run_dir_lock
+    from srsearch.common.rundir_lock import run_dir_lock
     from srsearch.search.stage2 import check_budget
 
     # Before anything is written: a table that lacks some of the space's ops, or a budget no
@@ -296,8 +105,8 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                 resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
                 export_options: Mapping[str, Any] | None, progress: bool,
                 supernet_path: Path | None = None) -> dict[str, Any]:
-    from srsearch.datasets import load_images
-    from srsearch.modelio import load_model_file, save_model
+    from srsearch.data.datasets import load_images
+    from srsearch.models.modelio import load_model_file, save_model
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
@@ -380,7 +189,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     model, extra = load_model_file(model_path)
 
     # --- evaluate, measure, report ---
-    from srsearch.evaluate import evaluate
+    from srsearch.evaluation.evaluate import evaluate
 
     final_arch = prune.pruned_arch()
     lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, Trial
 
-from srsearch.errors import UserError
+from srsearch.common.errors import UserError
 from srsearch.search._optuna import (
     WALL_ATTR,
     ScoreBook,

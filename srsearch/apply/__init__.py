@@ -1,0 +1,1 @@
+"""Applying a trained model: upscaling images and video files (`srsearch upscale`)."""

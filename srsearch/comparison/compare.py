@@ -1,0 +1,360 @@
+"""``srsearch compare``: the searched model against the hand-designed baselines, side by side,
+with the same training for every model.
+
+For one search run directory (``srsearch search --out RUN_DIR``) this trains every baseline
+with the run's fine-tuning recipe (training data, batch, patch; each preset's own learning
+rate) for as many optimiser steps and images as the delivered searched model had in total:
+its supernet's steps plus its fine-tune's (inheriting supernet weights is training too). It
+adds, when a latency model is given, the ECBSR-style net scaled to the budget (the (blocks,
+channels) the latency model puts closest under it), and with ``from_scratch`` the searched
+architecture trained from random initialisation with exactly the baselines' recipe. With
+``seeds`` N every trained model is trained N times (seeds run.seed .. run.seed+N-1; the
+delivered model's extra seeds re-fine-tune from the same inherited weights) and the table gives
+mean +- std and each margin with its spread (`srsearch.comparison.fairness.margin_stats`).
+Every model is exported to LiteRT at the run's input size, measured in one session on one
+target, evaluated on the given data, and written into one table:
+
+| file | what |
+|---|---|
+| ``RUN_DIR/compare/<name>[-seed<k>]/`` | each training run (checkpoints, ``model.pt``) |
+| ``RUN_DIR/compare/export/<name>.tflite`` | the files that were timed |
+| ``RUN_DIR/compare/eval/<name>__<data>.json`` | per-image PSNR/SSIM |
+| ``RUN_DIR/compare/compare.json`` | everything below, machine-readable |
+| ``RUN_DIR/compare/compare.md``, ``compare.csv`` | the side-by-side table |
+| ``RUN_DIR/compare/compare.png`` | PSNR against measured latency |
+| ``RUN_DIR/compare/crops.png`` | crops: HR, bicubic, best baseline within budget, searched |
+
+Every step is skipped when its output exists, so a killed compare resumes (a training run
+resumes from its last checkpoint). Latencies are measured again on every call, all models in
+one session, so they are comparable with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from srsearch.common import atomic
+from srsearch.common.errors import UserError
+from srsearch.comparison.compare_report import fair_margins, margins, plot, write_tables
+from srsearch.comparison.fairness import add_compute, count_macs, supernet_compute, training_compute
+from srsearch.comparison.run_settings import RunSettings
+from srsearch.train.train_jobs import (
+    TrainJob,
+    check_presets,
+    seed_name,
+    train_baselines,
+    train_models,
+)
+
+__all__ = ["DEFAULT_BASELINES", "SEARCHED", "SCRATCH", "RunSettings", "TrainJob", "compare_run",
+           "count_macs", "export_models", "inference_models", "margins", "train_baselines",
+           "train_models"]
+
+# ESPCN, FSRCNN (and its small form) and the ECBSR-style plain family at four sizes.
+DEFAULT_BASELINES: tuple[str, ...] = (
+    "espcn",
+    "fsrcnn",
+    "fsrcnn-s",
+    "ecbsr-m4c8",
+    "ecbsr-m4c16",
+    "ecbsr-m8c16",
+    "ecbsr-m4c32",
+)
+SEARCHED = "searched"  # the delivered model: inherited supernet weights, pruned, fine-tuned
+SCRATCH = "searched-scratch"  # the searched architecture trained from random initialisation
+
+
+def inference_models(paths: Mapping[str, Path], scale: int) -> dict[str, nn.Module]:
+    """Bicubic, then each ``model.pt`` in the form that is exported and timed (ECBSR and FSRCNN
+    collapsed), in eval mode."""
+    from srsearch.models import build_model, inference_form, preset_config
+    from srsearch.models.modelio import load_model_file
+
+    models = {"bicubic": build_model(preset_config("bicubic", scale))}
+    for name, path in paths.items():
+        models[name] = inference_form(load_model_file(path)[0]).eval()
+    return models
+
+
+def export_models(
+    models: Mapping[str, Path],
+    lr_hw: tuple[int, int],
+    out_dir: Path,
+    data: str,
+    log: Callable[[str], None] = print,
+    precision: str = "fp32",
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """LiteRT export (checked against PyTorch; int8 calibrated on ``data``'s train split) of
+    each ``model.pt``; returns the files and, for models the converter cannot take, the reason
+    (they are left out, not fatal)."""
+    from srsearch.deploy.export import export_tflite
+    from srsearch.models.modelio import load_model_file
+
+    files, failed = {}, {}
+    for name, path in models.items():
+        out = Path(out_dir) / f"{name}.tflite"
+        if not out.is_file():
+            model, _ = load_model_file(path)
+            try:
+                export_tflite(
+                    model,
+                    out,
+                    input_size=(lr_hw[1], lr_hw[0]),
+                    data=data,
+                    precision=precision,
+                    source=str(path),
+                    allow_cpu_ops=True,
+                    log=log,
+                )
+            except Exception as exc:  # noqa: BLE001 - a model the converter cannot take
+                if name == SEARCHED:
+                    raise
+                failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                log(f"{name}: not exported, left out of the timing ({failed[name]})")
+                continue
+        files[name] = out
+    return files, failed
+
+
+def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, Any]]:
+    """The compact model's weights as the search handed them to its fine-tune: the supernet's
+    subnet of ``arch.json``, pruned as ``prune.json`` says."""
+
+    def init() -> dict[str, Any]:
+        from srsearch.search.pruning import PruneConfig, apply_pruning
+        from srsearch.train.supernet_training import load_supernet
+        from supernet.space import ArchConfig
+
+        arch = ArchConfig.from_json((run.run_dir / "arch.json").read_text())
+        prune = PruneConfig.from_json((run.run_dir / "prune.json").read_text())
+        subnet = load_supernet(supernet_path).get_active_subnet(arch).eval()
+        return apply_pruning(subnet, prune).state_dict()
+
+    return init
+
+
+def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None]):
+    from srsearch.comparison.fairness import scaled_ecbsr
+    from supernet.space import SearchSpace
+
+    space = SearchSpace(scale=run.scale)
+    if run.supernet is not None and run.supernet.exists():
+        from srsearch.train.supernet_training import load_supernet
+
+        space = load_supernet(run.supernet).space
+    try:
+        found = scaled_ecbsr(predictor, space, run.search.budget_ms)
+    except (KeyError, UserError) as exc:
+        log(f"[compare] note: no scaled ECBSR row, the latency model cannot price it ({exc})")
+        return None
+    if found is None:
+        log(f"[compare] note: no ECBSR-style net fits {run.search.budget_ms:g} ms")
+    return found
+
+
+def compare_run(
+    run_dir: Path,
+    eval_data: Sequence[str] = (),
+    *,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    target: str | None = None,
+    threads: int | None = None,
+    steps: int | None = None,
+    bench_runs: int = 20,
+    out: Path | None = None,
+    log: Callable[[str], None] = print,
+    seeds: int = 1,
+    from_scratch: bool = False,
+    rep: str = "none",
+    predictor: Any = None,
+    supernet: Path | None = None,
+) -> dict[str, Any]:
+    """Train, export, measure and evaluate; write the table (see the module docstring).
+
+    Args:
+        steps: Training steps of every model trained here (default: the delivered model's
+            supernet steps + fine-tune steps, or its fine-tune steps when the supernet's
+            training record is not found).
+        seeds: Trainings per model (mean +- std in the table).
+        from_scratch: Also train the searched architecture from random initialisation.
+        rep: Training-time form of that from-scratch row (`srsearch.models.subnet.REP_KINDS`).
+        predictor: The run's latency model; adds the ECBSR-style net scaled to the budget.
+        supernet: The run's supernet (default: the one its ``config.json`` names), for its
+            training record and the delivered model's extra seeds.
+    """
+    from srsearch.common.rundir_lock import run_dir_lock
+    from srsearch.models.modelio import load_model_file
+    from srsearch.models.subnet import REP_KINDS
+
+    run = RunSettings.load(run_dir)
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give 1 or more")
+    if rep not in REP_KINDS:
+        raise UserError(f"--rep {rep!r}: choose one of {', '.join(REP_KINDS)}")
+    check_presets(baselines)
+    load_model_file(run.run_dir / "model.pt")  # a file that does not load fails before training
+    supernet = Path(supernet) if supernet is not None else run.supernet
+    if supernet is not None:
+        run = replace(run, supernet=supernet)
+    with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
+        return _compare(run, out, eval_data, baselines, target, threads, steps, bench_runs,
+                        log, seeds, from_scratch, rep, predictor, supernet)
+
+
+def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
+             target: str | None, threads: int | None, steps: int | None, bench_runs: int,
+             log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
+             predictor: Any, supernet: Path | None) -> dict[str, Any]:
+    from android_bench import device_from_target
+    from srsearch.data.datasets import load_images
+    from srsearch.evaluation.evaluate import evaluate_models
+    from srsearch.models import preset_config, preset_lr
+    from srsearch.models.subnet import subnet_config
+
+    run_dir = run.run_dir
+    cfg0 = run.search
+    sn = supernet_compute(supernet) if supernet is not None and supernet.exists() else None
+    steps = steps or cfg0.finetune_steps + (sn["steps"] if sn else 0)
+    if steps < 1:
+        raise UserError(
+            f"--run {run_dir} was not fine-tuned (finetune_steps 0): give --steps N to train "
+            "the baselines for N steps"
+        )
+    seed_list = [cfg0.seed + i for i in range(seeds)]
+
+    # --- what to train: rows, each a list of (seed, model.pt) ---
+    def recipe(lr: float, seed: int) -> Any:
+        return replace(cfg0.train_config(run.scale, steps, lr), seed=seed)
+
+    jobs: dict[str, TrainJob] = {}
+    rows: dict[str, dict[str, Any]] = {SEARCHED: {"role": "delivered", "runs": []}}
+    rows[SEARCHED]["runs"].append((cfg0.seed, run.run_dir / "model.pt"))
+    if seeds > 1 and supernet is None:
+        log("[compare] note: the run's supernet is unknown (give --supernet), so the delivered "
+            "model has one seed")
+    compact_cfg = inference_models({SEARCHED: run.run_dir / "model.pt"}, run.scale)[SEARCHED]
+    for i, s in enumerate(seed_list[1:] if supernet is not None else [], 1):
+        ft = replace(cfg0.train_config(run.scale), seed=s)
+        name = seed_name(SEARCHED, i, s)
+        jobs[name] = TrainJob(compact_cfg.config(), ft, _inherited(run, supernet))
+        rows[SEARCHED]["runs"].append((s, out / name / "model.pt"))
+    trained_models: dict[str, tuple[dict[str, Any], str]] = {}
+    if from_scratch:
+        trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch")
+    for name in baselines:
+        trained_models[name] = (preset_config(name, run.scale), "preset")
+    scaled = _scaled_baseline(predictor, run, log) if predictor is not None else None
+    if scaled is not None:
+        name = scaled["name"]
+        role = "preset+scaled" if name in trained_models else "scaled"
+        trained_models[name] = (scaled["config"], role)
+    for name, (model_cfg, role) in trained_models.items():
+        lr = cfg0.lr if role == "scratch" else preset_lr(name)
+        if role == "scaled":
+            lr = preset_lr("ecbsr-m4c8")  # the ECBSR presets' rate
+        rows[name] = {"role": role, "runs": [], "train_config": model_cfg, "lr": lr}
+        for i, s in enumerate(seed_list):
+            jobs[seed_name(name, i, s)] = TrainJob(model_cfg, recipe(lr, s))
+            rows[name]["runs"].append((s, out / seed_name(name, i, s) / "model.pt"))
+    trained = train_models(jobs, out, lambda m: log(f"[compare] {m}"))
+
+    # --- measure: every model in one session on one device (one file per row) ---
+    spec = target or (run.target or {}).get("target") or "host"
+    opts = dict((run.target or {}).get("options") or {}) if target is None else {}
+    if threads is not None:
+        opts["threads"] = threads
+    device = device_from_target(spec, **opts)
+    if run.target_id and device.fingerprint_id() != run.target_id:
+        log(
+            f"[compare] note: measuring on {device.fingerprint_id()}, the run's latency table "
+            f"was built on {run.target_id}"
+        )
+    first = {name: r["runs"][0][1] for name, r in rows.items()}
+    files, failed = export_models(first, run.lr_hw, out / "export", cfg0.data,
+                                  lambda m: log(f"[compare] {m}"), precision=run.precision)
+    log(f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs "
+        "each")
+    results = device.benchmark(list(files.values()), runs=bench_runs)
+    latency = {name: r.median_ms for name, r in zip(files, results, strict=True)}
+
+    # --- evaluate every seed's model ---
+    sets = [
+        (s, load_images(s, run.scale, "val" if s == cfg0.data else "all"))
+        for s in (eval_data or [cfg0.data])
+    ]
+    per_seed = {seed_name(n, i, s): p for n, r in rows.items()
+                for i, (s, p) in enumerate(r["runs"])}
+    models = inference_models(per_seed, run.scale)
+    table = evaluate_models(models, sets, run.scale, out / "eval")
+    ft_compute = training_compute(compact_cfg.config(), cfg0.finetune_steps, cfg0.batch_size,
+                                  cfg0.lr_patch)
+    result_rows: dict[str, dict[str, Any]] = {}
+    for name in ["bicubic", *rows]:
+        model = models[name]
+        row = rows.get(name, {"role": "reference", "runs": [(None, None)]})
+        names = [seed_name(name, i, s) for i, (s, _) in enumerate(row["runs"])]
+        nparams = sum(p.numel() for p in model.parameters())
+        if name == SEARCHED:
+            compute = add_compute(sn, ft_compute) if sn else dict(ft_compute)
+            compute["supernet_share"] = sn
+        elif name == "bicubic":
+            compute = None
+        else:
+            compute = training_compute(row["train_config"], steps, cfg0.batch_size,
+                                       cfg0.lr_patch)
+        result_rows[name] = {
+            "role": row["role"],
+            "latency_ms": latency.get(name),
+            "params": nparams,
+            "macs": count_macs(model, run.lr_hw) if nparams else 0,
+            "export_failed": failed.get(name),
+            "trained_steps": trained[name]["steps"] if name in trained else None,
+            "compute": compute,
+            "seeds": [s for s, _ in row["runs"]] if name != "bicubic" else [],
+            "psnr_seeds": {s: [table[s][n]["psnr"] for n in names] for s, _ in sets},
+            "psnr": {s: _mean([table[s][n]["psnr"] for n in names]) for s, _ in sets},
+            "ssim": {s: _mean([table[s][n]["ssim"] for n in names]) for s, _ in sets},
+        }
+        first_set = sets[0][0]
+        log(f"[compare] {name:<16} {result_rows[name]['psnr'][first_set]:.3f} dB on "
+            f"{first_set} ({len(names)} seed(s))"
+            + (f", {latency[name]:.2f} ms" if name in latency else ""))
+    set_names = [s for s, _ in sets]
+    from srsearch.evaluation.grid import report_grid
+
+    baseline_psnr = {n: r["psnr"][set_names[0]] for n, r in result_rows.items() if n != SCRATCH}
+    crops = report_grid(sets[0][1], models, baseline_psnr, latency, cfg0.budget_ms, run.scale,
+                        out / "crops.png")
+    result = {
+        "run": str(run.run_dir),
+        "data": cfg0.data,
+        "scale": run.scale,
+        "steps": steps,
+        "finetune_steps": cfg0.finetune_steps,
+        "supernet": sn,
+        "seeds": seed_list,
+        "budget_ms": cfg0.budget_ms,
+        "lr_hw": list(run.lr_hw),
+        "device": device.fingerprint_id(),
+        "precision": run.precision,
+        "fingerprint": device.fingerprint(),
+        "eval_sets": set_names,
+        "scaled_baseline": scaled,
+        "models": result_rows,
+        "margins": margins(result_rows, set_names, cfg0.budget_ms),
+        "fair_margins": fair_margins(result_rows, set_names, cfg0.budget_ms),
+        "crops": crops,
+    }
+    atomic.write_json(out / "compare.json", result)
+    write_tables(result, out)
+    plot(result, out / "compare.png")
+    return result
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)

@@ -1,0 +1,1 @@
+"""Scoring models: PSNR/SSIM metrics, evaluation on image sets, the crops grid of the report."""

@@ -1,0 +1,140 @@
+"""The pipeline's last stage: ``report.md``, its PSNR-latency plot and crops, and the
+training compute of every model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from srsearch.pipeline.config import PipelineConfig
+from srsearch.pipeline.stages import StageLog, _models, baseline_steps, latency_warning
+
+
+def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[str, Any]:
+    """Training compute of each trained model (`srsearch.comparison.fairness`); the searched model's
+    includes its supernet's share."""
+    from srsearch.comparison.fairness import add_compute, supernet_compute, training_compute
+    from srsearch.models.modelio import load_model_file
+
+    rows: dict[str, Any] = {}
+    for name, path in _models(cfg, run_dir).items():
+        if name not in names or not path.is_file():
+            continue
+        model_cfg = json.loads((path.parent / "train_config.json").read_text())["model"] \
+            if name != "searched" else load_model_file(path)[0].config()
+        steps = cfg.train_steps if name == "searched" else baseline_steps(cfg)
+        c = training_compute(model_cfg, steps, cfg.batch_size, cfg.lr_patch)
+        if name == "searched":
+            sn = supernet_compute(run_dir / "supernet")
+            c = {**(add_compute(sn, c) if sn else c), "supernet_share": sn}
+        rows[name] = c
+    return rows
+
+
+def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = StageLog.load(run_dir).done
+    table, bench = done["evaluate"], done.get("bench", {}).get("models", {})
+    lat = {name: r["median_ms"] for name, r in bench.items()}
+    base = done.get("baselines") or {}
+    compute = _compute_rows(cfg, run_dir, list(next(iter(table.values()))))
+    sn = (compute.get("searched") or {}).get("supernet_share")
+    lines = [
+        f"# srsearch report: {run_dir.name}",
+        "",
+        f"Data `{cfg.data}`, x{cfg.scale}, target `{cfg.target}` ({cfg.threads} threads), "
+        f"budget {cfg.budget_ms:g} ms at {cfg.out_size} output, seed {cfg.seed} (one seed per "
+        "model: margins under about 0.3 dB are within the spread between seeds measured in "
+        "docs/search.md; `srsearch compare --seeds N` gives them a spread). Training: the "
+        f"searched model inherited the weights of a supernet trained {cfg.supernet_steps} "
+        f"steps ({sn['subnets_per_step'] if sn else '?'} subnets per step) and was fine-tuned "
+        f"{cfg.train_steps} steps; every other model trained "
+        f"{base.get('steps', cfg.train_steps)} steps from random initialisation, so all had "
+        "the same steps and images (columns below; training MACs = forward MACs of the "
+        "training form at the patch size x batch x 3). "
+        + (f"`{base['scaled']}` is the ECBSR-style net the latency model puts closest under "
+           "the budget. " if base.get("scaled") else "")
+        + ("`searched-scratch` is the searched architecture trained from scratch with the "
+           "baselines' recipe. " if "searched-scratch" in compute else "")
+        + "Params and GMACs are those of the exported (inference) form at the LR input; "
+        "latency is the median on the target.",
+        "",
+    ]
+    if "search" in done:
+        s = done["search"]
+        lines += [
+            f"Search: {s['candidates_scored']} candidates scored in "
+            f"{s['search_wall_s']:.0f} s; predicted latency "
+            f"{s['predicted_latency_ms']:.2f} ms.",
+            "",
+        ]
+    if "latency" in done and "mape_pct" in done["latency"]:
+        v = done["latency"]
+        lines += [
+            f"Latency model: MAPE {v['mape_pct']:.1f} %, largest error "
+            f"{v['max_error_pct']:+.1f} %, Spearman {v['spearman']:.3f} on "
+            f"{cfg.validate_nets} nets measured end to end.",
+            "",
+        ]
+        warning = latency_warning(v["mape_pct"], cfg.validate_nets)
+        if warning:
+            lines += [f"**Warning:** {warning}", ""]
+    for set_name, rows in table.items():
+        lines += [
+            f"## {set_name} (Y-PSNR / SSIM, shave {cfg.scale})",
+            "",
+            "| model | PSNR (dB) | SSIM | measured latency (ms) | params | GMACs | train steps "
+            "| train patches | train TMACs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m, r in rows.items():
+            ms = f"{lat[m]:.2f}" if m in lat else "-"
+            c = compute.get(m)
+            steps = "-" if not c else f"{c['steps']}" + (
+                f" ({c['supernet_share']['steps']} supernet)" if c.get("supernet_share") else "")
+            cells = "- | - " if not c else f"{c['patches_seen']} | {c['train_macs'] / 1e12:.1f} "
+            lines.append(f"| {m} | {r['psnr']:.3f} | {r['ssim']:.4f} | {ms} | {r['params']} | "
+                         f"{r.get('gmacs', float('nan')):.2f} | {steps} | {cells}|")
+        lines.append("")
+    set_name, rows = next(iter(table.items()))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in rows.items():
+        if name in lat:
+            ax.scatter(lat[name], r["psnr"], color="tab:red" if name == "searched" else "tab:blue")
+            ax.annotate(name, (lat[name], r["psnr"]), fontsize=8)
+    ax.axvline(cfg.budget_ms, color="gray", linestyle="--", label="budget")
+    ax.set_xlabel(f"measured latency on {cfg.target} (ms, {cfg.out_size})")
+    ax.set_ylabel("Y-PSNR (dB)")
+    ax.set_title(f"{set_name}, x{cfg.scale}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "psnr_latency.png", dpi=120)
+    plt.close(fig)
+    lines += ["![PSNR against measured latency](psnr_latency.png)", ""]
+    lines += _crops(cfg, run_dir, next(iter(table.values())), lat)
+    if (run_dir / "search" / "pareto.png").is_file():
+        lines += ["![Search: PSNR against predicted latency](search/pareto.png)", ""]
+    lines += ["Config:", "", "```json", json.dumps(asdict(cfg), indent=2), "```", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+    return {"report": str(run_dir / "report.md")}
+
+
+def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
+           lat: dict[str, float]) -> list[str]:
+    """crops.png (`srsearch.evaluation.grid`) of two validation images; the report's lines for
+    it."""
+    from srsearch.comparison.compare import inference_models
+    from srsearch.data.datasets import load_images
+    from srsearch.evaluation.grid import report_grid
+
+    models = inference_models(_models(cfg, run_dir), cfg.scale)
+    # the from-scratch row is the searched architecture, not a baseline
+    psnr = {name: r["psnr"] for name, r in rows.items() if name != "searched-scratch"}
+    return report_grid(load_images(cfg.data, cfg.scale, "val"), models, psnr, lat,
+                       cfg.budget_ms, cfg.scale, run_dir / "crops.png")["markdown"]

@@ -1,0 +1,76 @@
+"""Training several models into one folder: one run directory per model (and seed), each
+skipped when finished and resumed when interrupted. Used by `srsearch compare` and the
+pipeline's baseline stage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from srsearch.common.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run: a model config, its `TrainConfig`, and optionally a function giving
+    its initial weights (inherited ones; None: random initialisation)."""
+
+    model: dict[str, Any]
+    train: Any
+    init: Callable[[], dict[str, Any]] | None = None
+
+
+def train_models(
+    jobs: Mapping[str, TrainJob], out_dir: Path, log: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
+    """Train each job into ``out_dir/<name>``; a finished one is skipped and an interrupted one
+    resumes from its last checkpoint."""
+    from srsearch.train.training import last_checkpoint, train
+
+    results = {}
+    for i, (name, job) in enumerate(jobs.items(), 1):
+        out = Path(out_dir) / name
+        if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
+            results[name] = json.loads((out / "metrics.json").read_text())
+            log(f"training {i}/{len(jobs)} {name}: trained (skipped)")
+            continue
+        log(f"training {i}/{len(jobs)} {name}: {job.train.max_steps} steps, seed "
+            f"{job.train.seed} -> {out}")
+        init = job.init() if job.init is not None and last_checkpoint(out) is None else None
+        results[name] = train(job.model, job.train, out, resume=True, init_state=init)
+    return results
+
+
+def check_presets(names: Sequence[str]) -> None:
+    from srsearch.models import presets
+
+    unknown = [n for n in names if n not in presets() or n == "bicubic"]
+    if unknown:
+        raise UserError(
+            f"--baselines: unknown {unknown}; trainable presets: "
+            f"{', '.join(p for p in presets() if p != 'bicubic')}"
+        )
+
+
+def train_baselines(
+    names: Sequence[str],
+    scale: int,
+    out_dir: Path,
+    make_cfg: Callable[[float], Any],
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Train each preset in ``names`` into ``out_dir/<name>``; a finished one is skipped and
+    an interrupted one resumes. ``make_cfg(lr)`` gives the `TrainConfig` at a preset's rate."""
+    from srsearch.models import preset_config, preset_lr
+
+    check_presets(names)
+    jobs = {n: TrainJob(preset_config(n, scale), make_cfg(preset_lr(n))) for n in names}
+    return train_models(jobs, out_dir, lambda m: log(m.replace("training", "baseline", 1)))
+
+
+def seed_name(name: str, index: int, seed: int) -> str:
+    """Run directory / model name of a row's ``index``-th seed (the first keeps the name)."""
+    return name if index == 0 else f"{name}-seed{seed}"

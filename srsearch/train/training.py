@@ -203,9 +203,10 @@ def check_out_dir(out: Path, resume: bool, final: str = "model.pt") -> Path | No
     overwrite an earlier run (one with a checkpoint or its ``final`` output file)."""
     ckpt = resume_checkpoint(out) if resume else last_checkpoint(out)
     if resume:
-        # Said only when there is something there: the pipeline and compare resume every
-        # training they start, and a fresh one is not news.
-        if ckpt is None and Path(out).is_dir() and any(Path(out).iterdir()):
+        # Said only when there is something there (besides the run folder's .lock): the
+        # pipeline and compare resume every training they start, and a fresh one is not news.
+        there = Path(out).is_dir() and any(not p.name.startswith(".") for p in Path(out).iterdir())
+        if ckpt is None and there:
             print(f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0",
                   file=sys.stderr)
         return ckpt

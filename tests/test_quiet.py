@@ -18,7 +18,7 @@ NOISE = ("Failed to load", "KernelPreference", "absl::InitializeLog", "oneDNN", 
 
 
 def test_optuna_greenlet_notice_is_quiet(tmp_path):
-    script = ("from srsearch._quiet import quiet_library_logs; quiet_library_logs(); "
+    script = ("from srsearch.common.quiet import quiet_library_logs; quiet_library_logs(); "
               "import optuna._gp.batched_lbfgsb")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=_env(tmp_path), cwd=Path.cwd(), timeout=120)

@@ -12,6 +12,7 @@ Imports only the flatbuffer schema that ships with `ai_edge_litert` (no torch, n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # Operators the LiteRT GPU delegate accepts, by flatbuffer schema name. Source: the switch in
 # CheckGpuDelegateCompatibility(), google-ai-edge/LiteRT tflite/tools/versioning/
@@ -38,11 +39,9 @@ DELEGATE_NAMES = {"gpu": "GPU", "nnapi": "NNAPI"}
 """benchmark_model's name for each delegate (DelegateProvider::GetName())."""
 
 
-def graph_ops(path: Path) -> list[str]:
-    """Operator names of the main subgraph in execution order (builtin schema names).
-
-    This is the node order `benchmark_model` hands a delegate, so partitions (runs of
-    consecutive accepted nodes) can be counted from it.
+def read_flatbuffer(path: Path) -> tuple[Any, Any]:
+    """(model, schema module) of a LiteRT flatbuffer, read with the schema that ships in
+    `ai_edge_litert` (no interpreter is built).
 
     Raises:
         ValueError: not a LiteRT flatbuffer.
@@ -52,7 +51,12 @@ def graph_ops(path: Path) -> list[str]:
     buf = Path(path).read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ValueError(f"{path} is not a LiteRT/TFLite flatbuffer (no TFL3 identifier)")
-    model = schema.Model.GetRootAs(buf, 0)
+    return schema.Model.GetRootAs(buf, 0), schema
+
+
+def opcode_names(model: Any, schema: Any) -> list[str]:
+    """The name of each entry of the model's operator-code table: builtin ops by their schema
+    name ("CONV_2D"), custom ops by their custom code."""
     names = {
         code: name
         for name, code in vars(schema.BuiltinOperator).items()
@@ -61,11 +65,26 @@ def graph_ops(path: Path) -> list[str]:
     codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
+        # Codes >= 127 live in BuiltinCode; older files only fill DeprecatedBuiltinCode.
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         if builtin == schema.BuiltinOperator.CUSTOM:
             codes.append((code.CustomCode() or b"CUSTOM").decode())
         else:
             codes.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    return codes
+
+
+def graph_ops(path: Path) -> list[str]:
+    """Operator names of the main subgraph in execution order (builtin schema names).
+
+    This is the node order `benchmark_model` hands a delegate, so partitions (runs of
+    consecutive accepted nodes) can be counted from it.
+
+    Raises:
+        ValueError: not a LiteRT flatbuffer.
+    """
+    model, schema = read_flatbuffer(path)
+    codes = opcode_names(model, schema)
     if model.SubgraphsLength() == 0:
         return []
     subgraph = model.Subgraphs(0)

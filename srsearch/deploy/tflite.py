@@ -223,21 +223,10 @@ def op_histogram(path: Path) -> dict[str, int]:
     Returns:
         {op name: count}, most frequent first.
     """
+    from android_bench.delegates import opcode_names
+
     model, schema = _read_model(path)
-    names = {
-        code: name
-        for name, code in vars(schema.BuiltinOperator).items()
-        if not name.startswith("_") and isinstance(code, int)
-    }
-    op_names = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        # Codes >= 127 live in BuiltinCode; older files only fill DeprecatedBuiltinCode.
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            op_names.append((code.CustomCode() or b"CUSTOM").decode())
-        else:
-            op_names.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    op_names = opcode_names(model, schema)
     counts: Counter[str] = Counter()
     for g in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(g)
@@ -297,12 +286,12 @@ def gpu_report(path: Path) -> GpuReport:
 
 
 def _read_model(path: Path):
-    from ai_edge_litert import schema_py_generated as schema
+    from android_bench.delegates import read_flatbuffer
 
-    buf = Path(path).read_bytes()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise UserError(f"{path} is not a LiteRT/TFLite flatbuffer (no TFL3 identifier)")
-    return schema.Model.GetRootAs(buf, 0), schema
+    try:
+        return read_flatbuffer(path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:

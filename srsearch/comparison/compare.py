@@ -41,7 +41,12 @@ from torch import nn
 from srsearch.common import atomic
 from srsearch.common.errors import UserError
 from srsearch.comparison.compare_report import fair_margins, margins, plot, write_tables
-from srsearch.comparison.fairness import add_compute, count_macs, supernet_compute, training_compute
+from srsearch.comparison.fairness import (
+    count_macs,
+    delivered_compute,
+    supernet_compute,
+    training_compute,
+)
 from srsearch.comparison.run_settings import RunSettings
 from srsearch.train.train_jobs import (
     TrainJob,
@@ -197,19 +202,21 @@ def compare_run(
     if rep not in REP_KINDS:
         raise UserError(f"--rep {rep!r}: choose one of {', '.join(REP_KINDS)}")
     check_presets(baselines)
-    load_model_file(run.run_dir / "model.pt")  # a file that does not load fails before training
+    # a file that does not load fails before training
+    delivered = load_model_file(run.run_dir / "model.pt")[0].config()
     supernet = Path(supernet) if supernet is not None else run.supernet
     if supernet is not None:
         run = replace(run, supernet=supernet)
     with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
         return _compare(run, out, eval_data, baselines, target, threads, steps, bench_runs,
-                        log, seeds, from_scratch, rep, predictor, supernet)
+                        log, seeds, from_scratch, rep, predictor, supernet, delivered)
 
 
 def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
              target: str | None, threads: int | None, steps: int | None, bench_runs: int,
              log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
-             predictor: Any, supernet: Path | None) -> dict[str, Any]:
+             predictor: Any, supernet: Path | None,
+             delivered: dict[str, Any]) -> dict[str, Any]:
     from android_bench import device_from_target
     from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate_models
@@ -237,26 +244,24 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     if seeds > 1 and supernet is None:
         log("[compare] note: the run's supernet is unknown (give --supernet), so the delivered "
             "model has one seed")
-    compact_cfg = inference_models({SEARCHED: run.run_dir / "model.pt"}, run.scale)[SEARCHED]
     for i, s in enumerate(seed_list[1:] if supernet is not None else [], 1):
         ft = replace(cfg0.train_config(run.scale), seed=s)
         name = seed_name(SEARCHED, i, s)
-        jobs[name] = TrainJob(compact_cfg.config(), ft, _inherited(run, supernet))
+        jobs[name] = TrainJob(delivered, ft, _inherited(run, supernet))
         rows[SEARCHED]["runs"].append((s, out / name / "model.pt"))
-    trained_models: dict[str, tuple[dict[str, Any], str]] = {}
+    # name -> (model config, role, learning rate)
+    trained_models: dict[str, tuple[dict[str, Any], str, float]] = {}
     if from_scratch:
-        trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch")
+        trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch", cfg0.lr)
     for name in baselines:
-        trained_models[name] = (preset_config(name, run.scale), "preset")
+        trained_models[name] = (preset_config(name, run.scale), "preset", preset_lr(name))
     scaled = _scaled_baseline(predictor, run, log) if predictor is not None else None
     if scaled is not None:
         name = scaled["name"]
         role = "preset+scaled" if name in trained_models else "scaled"
-        trained_models[name] = (scaled["config"], role)
-    for name, (model_cfg, role) in trained_models.items():
-        lr = cfg0.lr if role == "scratch" else preset_lr(name)
-        if role == "scaled":
-            lr = preset_lr("ecbsr-m4c8")  # the ECBSR presets' rate
+        model_cfg, _, lr = trained_models.get(name, (scaled["config"], role, scaled["lr"]))
+        trained_models[name] = (model_cfg, role, lr)
+    for name, (model_cfg, role, lr) in trained_models.items():
         rows[name] = {"role": role, "runs": [], "train_config": model_cfg, "lr": lr}
         for i, s in enumerate(seed_list):
             jobs[seed_name(name, i, s)] = TrainJob(model_cfg, recipe(lr, s))
@@ -291,8 +296,6 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
                 for i, (s, p) in enumerate(r["runs"])}
     models = inference_models(per_seed, run.scale)
     table = evaluate_models(models, sets, run.scale, out / "eval")
-    ft_compute = training_compute(compact_cfg.config(), cfg0.finetune_steps, cfg0.batch_size,
-                                  cfg0.lr_patch)
     result_rows: dict[str, dict[str, Any]] = {}
     for name in ["bicubic", *rows]:
         model = models[name]
@@ -300,8 +303,8 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         names = [seed_name(name, i, s) for i, (s, _) in enumerate(row["runs"])]
         nparams = sum(p.numel() for p in model.parameters())
         if name == SEARCHED:
-            compute = add_compute(sn, ft_compute) if sn else dict(ft_compute)
-            compute["supernet_share"] = sn
+            compute = delivered_compute(sn, delivered, cfg0.finetune_steps, cfg0.batch_size,
+                                        cfg0.lr_patch)
         elif name == "bicubic":
             compute = None
         else:

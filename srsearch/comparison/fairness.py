@@ -128,6 +128,20 @@ def add_compute(*parts: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def delivered_compute(
+    supernet: Mapping[str, Any] | None,
+    model_config: Mapping[str, Any],
+    finetune_steps: int,
+    batch_size: int,
+    lr_patch: int,
+) -> dict[str, Any]:
+    """The delivered searched model's account: its fine-tune plus its supernet's share
+    (``supernet_compute``; None when the supernet's record is unknown, and then the account
+    holds the fine-tune alone), with the share kept under ``supernet_share``."""
+    ft = training_compute(model_config, finetune_steps, batch_size, lr_patch)
+    return {**(add_compute(supernet, ft) if supernet else ft), "supernet_share": supernet}
+
+
 def margin_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """``mean(a) - mean(b)`` with its spread. Each list holds one figure per seed. The margin's
     standard deviation is sqrt(sd_a^2 + sd_b^2) of the per-seed figures (sample std, ddof 1).
@@ -173,10 +187,13 @@ def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float) -> dict[str, Any]
                 best = (m, c, ms)
     if best is None:
         return None
+    from srsearch.models import preset_lr
+
     m, c, ms = best
     return {
         "name": f"ecbsr-m{m}c{c}",
         "config": {"family": "ecbsr", "scale": space.scale, "m": m, "channels": c,
                    "act": "prelu"},
+        "lr": preset_lr("ecbsr-m4c8"),  # the ECBSR presets' rate
         "predicted_ms": ms,
     }

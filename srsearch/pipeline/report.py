@@ -15,7 +15,11 @@ from srsearch.pipeline.stages import StageLog, _models, baseline_steps, latency_
 def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[str, Any]:
     """Training compute of each trained model (`srsearch.comparison.fairness`); the searched model's
     includes its supernet's share."""
-    from srsearch.comparison.fairness import add_compute, supernet_compute, training_compute
+    from srsearch.comparison.fairness import (
+        delivered_compute,
+        supernet_compute,
+        training_compute,
+    )
     from srsearch.models.modelio import load_model_file
 
     rows: dict[str, Any] = {}
@@ -24,12 +28,12 @@ def _compute_rows(cfg: PipelineConfig, run_dir: Path, names: list[str]) -> dict[
             continue
         model_cfg = json.loads((path.parent / "train_config.json").read_text())["model"] \
             if name != "searched" else load_model_file(path)[0].config()
-        steps = cfg.train_steps if name == "searched" else baseline_steps(cfg)
-        c = training_compute(model_cfg, steps, cfg.batch_size, cfg.lr_patch)
         if name == "searched":
-            sn = supernet_compute(run_dir / "supernet")
-            c = {**(add_compute(sn, c) if sn else c), "supernet_share": sn}
-        rows[name] = c
+            rows[name] = delivered_compute(supernet_compute(run_dir / "supernet"), model_cfg,
+                                           cfg.train_steps, cfg.batch_size, cfg.lr_patch)
+        else:
+            rows[name] = training_compute(model_cfg, baseline_steps(cfg), cfg.batch_size,
+                                          cfg.lr_patch)
     return rows
 
 

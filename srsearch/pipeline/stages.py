@@ -173,8 +173,8 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             scaled = found["name"]
             _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
                  f"{found['predicted_ms']:.2f} ms)")
-            jobs.setdefault(scaled, TrainJob(found["config"], cfg.train_config(
-                steps, lr=preset_lr("ecbsr-m4c8"))))
+            jobs.setdefault(scaled, TrainJob(found["config"],
+                                             cfg.train_config(steps, lr=found["lr"])))
     if cfg.from_scratch:
         summary = json.loads((run_dir / "search" / "summary.json").read_text())
         arch = ArchConfig.from_dict(summary["pruned_arch"])

@@ -13,6 +13,7 @@ Two margins per evaluation set:
 from __future__ import annotations
 
 import csv
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,7 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
         psnr = []
         for s in sets:
             vals = r.get("psnr_seeds", {}).get(s) or [r["psnr"][s]]
-            sd = (sum((v - r["psnr"][s]) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 \
-                if len(vals) > 1 else None
+            sd = statistics.stdev(vals) if len(vals) > 1 else None
             psnr += [f"{r['psnr'][s]:.3f}" + (f" ± {sd:.3f}" if sd is not None else ""),
                      f"{r['ssim'][s]:.4f}"]
         n_seeds = str(len(r["seeds"])) if r.get("seeds") else "-"

@@ -141,10 +141,7 @@ class RepSubNet(SubNet):
     def collapse(self) -> SubNet:
         reps = self._rep_modules()
         plain = SubNet(self.arch).to(next(self.parameters()))
-        state = plain.state_dict()
-        for key, value in self.state_dict().items():
-            if not any(key.startswith(f"{name}.") for name in reps):
-                state[key] = value
+        state = {**plain.state_dict(), **_outside(self.state_dict(), reps)}
         for name, block in reps.items():
             k, b = block.rep_params()
             state[f"{name}.weight"], state[f"{name}.bias"] = k, b
@@ -164,13 +161,17 @@ class RepSubNet(SubNet):
     def _load_plain(self, plain: SubNet) -> None:
         reps = self._rep_modules()
         state = self.state_dict()
-        for key, value in plain.state_dict().items():
-            if not any(key.startswith(f"{name}.") for name in reps):
-                state[key] = value.to(state[key])
+        state.update({k: v.to(state[k]) for k, v in _outside(plain.state_dict(), reps).items()})
         self.load_state_dict(state)
         modules = dict(plain.named_modules())
         for name, block in reps.items():
             block.load_plain(modules[name])
+
+
+def _outside(state: Mapping[str, torch.Tensor], reps: Mapping[str, nn.Module]) -> dict:
+    """The entries of ``state`` that belong to no block in ``reps``: what the plain and the
+    block form share by name (1x1 convs of wide cells, the LR skip)."""
+    return {k: v for k, v in state.items() if not any(k.startswith(f"{n}.") for n in reps)}
 
 
 def build_subnet(cfg: SubNetModelConfig) -> SubNet:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-SUN80 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sun80"
+# ../shared beside the checkout; SRSEARCH_SUN80 names it elsewhere (a copy on another machine)
+SUN80 = Path(os.environ.get("SRSEARCH_SUN80")
+             or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sun80")
 
 
 def machine() -> str:
@@ -22,8 +24,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
 

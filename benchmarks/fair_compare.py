@@ -59,8 +59,11 @@ def _train_one(job: tuple[str, dict, int, dict, str]) -> None:
     print(f"[fair] {name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def _worker(jobs: list, out: Path) -> None:
+def _worker(jobs: list, out: Path, deadline: float) -> None:
     for job in jobs:
+        if time.time() > deadline:
+            print(f"[fair] deadline passed: {job[0]} seed {job[2]} not started", flush=True)
+            continue
         claim = out / ".claims" / f"{job[0]}__{job[2]}"
         try:
             claim.mkdir(parents=True)
@@ -95,23 +98,29 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--accelerator", default="cpu", help="Lightning accelerator, e.g. gpu")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no training after this many seconds (a rerun finishes the rest)")
     args = ap.parse_args()
     print(f"machine: {machine()}", flush=True)
     models = dict(_model_config(s, args.scale) for s in args.model)
     train_kw = dict(data=args.data, scale=args.scale, max_steps=args.steps, lr=args.lr,
                     batch_size=args.batch_size, lr_patch=args.lr_patch,
-                    val_every=args.val_every, ckpt_every=100)
+                    val_every=args.val_every, ckpt_every=100, accelerator=args.accelerator)
     jobs = [(n, c, s, train_kw, str(args.out)) for s in args.seeds for n, c in models.items()]
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / ".claims", ignore_errors=True)  # claims of an earlier, killed call
+    deadline = time.time() + (args.deadline_s if args.deadline_s is not None else float("inf"))
     if args.workers > 1:
-        procs = [mp.Process(target=_worker, args=(jobs, args.out)) for _ in range(args.workers)]
+        ctx = mp.get_context("spawn")  # safe with CUDA
+        procs = [ctx.Process(target=_worker, args=(jobs, args.out, deadline))
+                 for _ in range(args.workers)]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
     else:
-        _worker(jobs, args.out)
+        _worker(jobs, args.out, deadline)
     if args.train_only:
         return
     _score(args, models)

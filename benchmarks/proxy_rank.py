@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import random
 import sys
 import tempfile
@@ -38,6 +39,22 @@ from srsearch.train.training import TrainConfig, train  # noqa: E402
 from supernet.space import macs  # noqa: E402
 
 
+def _worker(jobs: list, out: Path, deadline: float) -> None:
+    """Fine-tune each unclaimed subnet (claims: OUT/.claims/<i>) until ``deadline``."""
+    import torch
+
+    torch.set_num_threads(1)
+    for i, config, init, cfg, run in jobs:
+        if (Path(run) / "metrics.json").is_file() or time.time() > deadline:
+            continue
+        try:
+            (out / ".claims" / str(i)).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        train(config, cfg, Path(run), resume=True, init_state=init)
+        print(f"[proxy] sub{i} fine-tuned", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--supernet", type=Path, required=True)
@@ -52,6 +69,15 @@ def main() -> None:
     ap.add_argument("--from-scratch", action="store_true",
                     help="reference: train each subnet from random init, not inherited weights")
     ap.add_argument("--json", type=Path, default=Path("proxy_rank.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="fine-tune runs here (default: a temporary folder); a rerun skips the "
+                    "finished ones")
+    ap.add_argument("--workers", type=int, default=1, help="fine-tunes at once")
+    ap.add_argument("--accelerator", default="cpu", help="Lightning accelerator, e.g. gpu")
+    ap.add_argument("--train-only", action="store_true",
+                    help="fine-tune and stop (a rerun without it scores and correlates)")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no fine-tune after this many seconds")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     net = load_supernet(args.supernet)
@@ -59,27 +85,41 @@ def main() -> None:
     rng = random.Random(args.seed)
     pool = sorted((space.sample(rng) for _ in range(50 * args.n)), key=lambda a: macs(a, (64, 64)))
     archs = [pool[int(i * (len(pool) - 1) / max(1, args.n - 1))] for i in range(args.n)]
+    out = args.out or Path(tempfile.mkdtemp(prefix="proxy-rank-"))
+    cfg = TrainConfig(data=args.data, scale=scale, max_steps=args.steps, lr=args.lr,
+                      val_every=args.steps, seed=args.seed, accelerator=args.accelerator)
+    jobs = []
+    for i, arch in enumerate(archs):
+        sub = net.get_active_subnet(arch).eval()
+        init = None if args.from_scratch else sub.state_dict()
+        jobs.append((i, sub.config(), init, cfg, str(out / f"sub{i}")))
+    deadline = time.time() + (args.deadline_s if args.deadline_s is not None else float("inf"))
+    if args.workers > 1:
+        ctx = mp.get_context("spawn")  # safe with CUDA
+        procs = [ctx.Process(target=_worker, args=(jobs, out, deadline))
+                 for _ in range(args.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    else:
+        _worker(jobs, out, deadline)
+    if args.train_only:
+        return
     val = load_images(args.data, scale, "val")
     from srsearch.search.evaluator import SubnetEvaluator
 
     search_scorer = SubnetEvaluator(net, val, scale, crop=args.crop)
-    tmp = Path(tempfile.mkdtemp(prefix="proxy-rank-"))
     rows = []
     for i, arch in enumerate(archs):
+        metrics = out / f"sub{i}" / "metrics.json"
+        if not metrics.is_file():
+            print(f"[{i + 1}/{args.n}] not fine-tuned (rerun to finish): skipped", flush=True)
+            continue
+        summary = json.loads(metrics.read_text())
         sub = net.get_active_subnet(arch).eval()
         inherited = evaluate(sub, val, scale)["mean"]["psnr"]
         searched = search_scorer.psnr(arch)
-        t0 = time.perf_counter()
-        cfg = TrainConfig(
-            data=args.data,
-            scale=scale,
-            max_steps=args.steps,
-            lr=args.lr,
-            val_every=args.steps,
-            seed=args.seed,
-        )
-        init = None if args.from_scratch else sub.state_dict()
-        summary = train(sub.config(), cfg, tmp / f"sub{i}", init_state=init)
         rows.append(
             {
                 "arch": arch.to_dict(),
@@ -87,7 +127,7 @@ def main() -> None:
                 "psnr_inherited": inherited,
                 "psnr_search_scorer": searched,
                 "psnr_finetuned": summary["val_psnr"],
-                "finetune_s": time.perf_counter() - t0,
+                "finetune_s": summary.get("wall_s"),
             }
         )
         print(
@@ -99,7 +139,7 @@ def main() -> None:
     rho = spearmanr([r["psnr_inherited"] for r in rows], ref)[0]
     rho_search = spearmanr([r["psnr_search_scorer"] for r in rows], ref)[0]
     how = "from scratch" if args.from_scratch else "fine-tuned from inherited weights"
-    print(f"Spearman over {args.n} subnets, reference {how} {args.steps} steps:")
+    print(f"Spearman over {len(rows)} subnets, reference {how} {args.steps} steps:")
     print(f"  whole-image inherited PSNR:            {rho:.3f}")
     print(f"  the search's scorer ({args.crop}px LR crops): {rho_search:.3f}")
     args.json.write_text(

@@ -26,6 +26,7 @@ from typing import Any
 
 from srcore.errors import UserError
 from supernet.cells import KINDS, kind
+from supernet.cells.base import ACTS
 
 SCALES: tuple[int, ...] = (2, 3, 4)
 BLOCKS: tuple[str, ...] = tuple(KINDS)  # ("conv", "res", "wide"), the registry's order
@@ -81,16 +82,23 @@ class ArchConfig:
         scale: Upscaling factor, 2, 3 or 4.
         head_width: Output channels of the head 3x3 conv.
         cells: The body, in order; depth D = len(cells) >= 1.
+        act: The activation after the head and wherever a cell has a ReLU: "relu" (fused into
+            the conv by the compiler) or "prelu" (a learned slope per channel, ECBSR's
+            choice; one more op per activation in the exported file, so the latency model
+            keys it apart). Left out of ``to_dict`` when "relu", so older files read the same.
     """
 
     scale: int
     head_width: int
     cells: tuple[CellConfig, ...]
+    act: str = "relu"
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or self.scale not in SCALES:
             raise UserError(f"scale is {self.scale!r}; it must be one of {list(SCALES)}")
         _check_int("head_width", self.head_width)
+        if self.act not in ACTS:
+            raise UserError(f"act is {self.act!r}; choose one of {list(ACTS)}")
         if isinstance(self.cells, list):
             object.__setattr__(self, "cells", tuple(self.cells))
         if not isinstance(self.cells, tuple) or not self.cells:
@@ -116,11 +124,14 @@ class ArchConfig:
         return [self.head_width] + [c.width for c in self.cells[:-1]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "scale": self.scale,
             "head_width": self.head_width,
             "cells": [c.to_dict() for c in self.cells],
         }
+        if self.act != "relu":
+            d["act"] = self.act
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ArchConfig:
@@ -128,9 +139,10 @@ class ArchConfig:
         if not isinstance(d, Mapping):
             raise UserError(f"architecture config must be a JSON object, got {type(d).__name__}")
         keys = {"scale", "head_width", "cells"}
-        if set(d) != keys:
+        if not keys <= set(d) <= keys | {"act"}:
             raise UserError(
                 f"architecture config has keys {sorted(d)}; it needs exactly {sorted(keys)}"
+                " (and optionally act)"
             )
         if not isinstance(d["cells"], list | tuple):
             raise UserError(f"cells is {d['cells']!r}; it must be a list of cell objects")
@@ -145,7 +157,7 @@ class ArchConfig:
                 cells.append(CellConfig(c["block"], c["width"], c.get("inner")))
             except UserError as e:
                 raise UserError(f"cells[{i}]: {e}") from None
-        return cls(d["scale"], d["head_width"], tuple(cells))
+        return cls(d["scale"], d["head_width"], tuple(cells), d.get("act", "relu"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -173,7 +185,8 @@ class LayerSpec:
         cin, cout: Input and output channels.
         k: Kernel size for "conv" and "skip", 0 for other ops.
         h, w: Spatial size of the op's input (the LR size for every op here).
-        act: "relu" when a ReLU follows (fused by the compiler), else None.
+        act: "relu" when a ReLU follows (fused by the compiler), "prelu" when a PReLU does (its
+            own op), else None.
     """
 
     op: str
@@ -197,7 +210,7 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
     """The ops of ``arch`` on an LR input of ``lr_hw`` = (height, width), in execution order."""
     h, w = lr_hw
     s2 = arch.scale * arch.scale
-    out = [LayerSpec("conv", 3, arch.head_width, 3, h, w, "relu", "head")]
+    out = [LayerSpec("conv", 3, arch.head_width, 3, h, w, arch.act, "head")]
     cin = arch.head_width
     for i, c in enumerate(arch.cells):
         tag = f"cell{i}.{c.block}"
@@ -205,7 +218,7 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
         ch = k.channels(cin, c)
         for conv in k.convs:
             out.append(LayerSpec("conv", ch[conv.cin], ch[conv.cout], conv.k, h, w,
-                                 "relu" if conv.relu else None, tag))
+                                 arch.act if conv.relu else None, tag))
         if k.residual:
             out.append(LayerSpec("add", cin, cin, 0, h, w, None, tag))
         cin = c.width

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from srcore.errors import UserError
 from srcore.layers import LRSkip
 from supernet.cells import KINDS
-from supernet.cells.base import Conv3x3, plain_conv3x3
+from supernet.cells.base import Conv3x3, activation, plain_conv3x3
 from supernet.space import ArchConfig
 
 
@@ -53,9 +52,11 @@ class SubNet(nn.Module):
         super().__init__()
         self.arch = arch
         s = arch.scale
+        act = activation(arch.act)
         self.head = conv3x3(3, arch.head_width)
+        self.head_act = act(arch.head_width)
         self.cells = nn.ModuleList(
-            KINDS[c.block].plain(cin, c, conv3x3)
+            KINDS[c.block].plain(cin, c, conv3x3, act)
             for cin, c in zip(arch.in_widths(), arch.cells, strict=True)
         )
         self.tail = conv3x3(arch.cells[-1].width, 3 * s * s)
@@ -80,7 +81,7 @@ class SubNet(nn.Module):
         return {"family": "subnet", "scale": self.arch.scale, "arch": self.arch.to_dict()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = F.relu(self.head(x))
+        feat = self.head_act(self.head(x))
         for cell in self.cells:
             feat = cell(feat)
         return self.upsample(self.tail(feat) + self.skip(x))  # (B, 3*s*s, h, w) -> (B, 3, hs, ws)

@@ -238,3 +238,48 @@ def test_training_compute_counts_ecb_blocks_as_the_conv_they_run_as():
     per_px = 3 * 8 * 9 + 4 * 8 * 8 * 9 + 8 * 12 * 9 + 3 * 12  # head, body, tail, 1x1 skip
     assert a["train_macs"] == b["train_macs"] == per_px * 16 * 16 * 4 * TRAIN_MAC_FACTOR * 10
     assert (a["steps"], a["patches_seen"], a["lr_patch"]) == (10, 40, 16)
+
+
+def test_train_only_trains_every_row_and_a_later_call_measures_them(run_dir, tmp_path):
+    run, image_dir = run_dir
+    out = tmp_path / "cmp"
+    logs: list[str] = []
+    result = compare_run(run, [str(image_dir)], baselines=("espcn",), steps=2, seeds=2,
+                         out=out, train_only=True, log=logs.append, accelerator="cpu")
+    assert result["trained"] == result["jobs"]
+    assert {"espcn", "espcn-seed1"} <= set(result["jobs"])
+    assert all((out / n / "model.pt").is_file() for n in result["jobs"])
+    assert not (out / "compare.md").exists()
+    logs.clear()
+    compare_run(run, [str(image_dir)], baselines=("espcn",), steps=2, seeds=2, out=out,
+                threads=1, bench_runs=2, log=logs.append)
+    assert (out / "compare.md").is_file()
+    assert not [m for m in logs if "steps, seed" in m]  # nothing trained again
+
+
+def test_train_models_leaves_a_job_another_process_trains_to_it(tmp_path):
+    import subprocess
+    import sys
+
+    from srsearch.common.rundir_lock import Busy
+    from srsearch.train.train_jobs import TrainJob, train_models
+    from srsearch.train.training import TrainConfig
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|"
+         "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+         "time.sleep(60)", str(busy / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = TrainConfig(data="builtin", max_steps=1, batch_size=1, lr_patch=8, val_every=1)
+        jobs = {"busy": TrainJob(preset_config("espcn", 2), cfg)}
+        with pytest.raises(Busy, match="in use by another srsearch process"):
+            train_models(jobs, tmp_path, log=lambda m: None)
+        logs: list[str] = []
+        assert train_models(jobs, tmp_path, log=logs.append, skip_busy=True) == {}
+        assert "another process is training it" in logs[-1]
+    finally:
+        holder.kill()
+        holder.wait()

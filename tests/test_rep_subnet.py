@@ -37,7 +37,8 @@ def test_rep_subnet_collapses_to_the_plain_subnet_exactly(rep):
     plain = inference_form(model)
     assert type(plain) is SubNet and plain.config() == subnet_config(ARCH)
     assert all(type(m).__name__ in ("Conv2d", "LRSkip", "PixelShuffle", "ModuleList", "SubNet",
-                                    "ConvCell", "ResCell", "WideCell") for m in plain.modules())
+                                    "ConvCell", "ResCell", "WideCell", "ReLU")
+               for m in plain.modules())
     x = torch.rand(2, 3, 13, 11, dtype=torch.float64)
     ref = model(x)
     assert ref.abs().max() > 0.1

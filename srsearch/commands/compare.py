@@ -90,6 +90,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "record and the delivered model's extra seeds",
     )
     p.add_argument("--bench-runs", type=int, default=20, help="timed runs per model")
+    p.add_argument(
+        "--accelerator",
+        default=None,
+        help="Lightning accelerator of the trainings here, e.g. gpu (default: the run's)",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train every row's models and stop; several processes given the same arguments "
+        "share the trainings out, and a later call without it finds them trained",
+    )
     p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/compare")
     p.set_defaults(func=run)
 
@@ -117,8 +128,13 @@ def run(args: argparse.Namespace) -> int:
         rep=args.rep,
         predictor=predictor,
         supernet=args.supernet,
+        accelerator=args.accelerator,
+        train_only=args.train_only,
     )
     out = args.out or args.run / "compare"
+    if args.train_only:
+        print(f"trained into {out}; run again without --train-only to time and evaluate")
+        return 0
     print((out / "compare.md").read_text())
     print(f"wrote {out / 'compare.md'}, compare.csv, compare.json, compare.png")
     return 0

@@ -25,6 +25,11 @@ from srsearch.common.errors import UserError
 from srsearch.common.outpaths import check_out_file, prepare_out_dir
 
 LOCK_NAME = ".lock"
+
+
+class Busy(UserError):
+    """Another live process holds the lock."""
+
 _RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 
 _held: dict[Path, int] = {}  # resolved run dir -> nesting depth in this process
@@ -87,7 +92,7 @@ def _hold(lock_file: Path, what: str) -> Iterator[None]:
         os.close(fd)
         pid = _read_pid(lock_file)
         who = f"PID {pid}" if pid is not None else "another process"
-        raise UserError(
+        raise Busy(
             f"{what} is in use by another srsearch process ({who}); wait for it to finish or "
             f"stop it (kill {pid if pid is not None else 'PID'}), or choose another path"
         ) from None

@@ -178,6 +178,8 @@ def compare_run(
     rep: str = "none",
     predictor: Any = None,
     supernet: Path | None = None,
+    accelerator: str | None = None,
+    train_only: bool = False,
 ) -> dict[str, Any]:
     """Train, export, measure and evaluate; write the table (see the module docstring).
 
@@ -191,7 +193,12 @@ def compare_run(
         predictor: The run's latency model; adds the ECBSR-style net scaled to the budget.
         supernet: The run's supernet (default: the one its ``config.json`` names), for its
             training record and the delivered model's extra seeds.
+        accelerator: Lightning accelerator of every training here (default: the run's).
+        train_only: Train every row's models and stop (no export, timing or table). Several
+            such processes given the same arguments share the trainings out (each skips a
+            model another one is training); a later call without it finds them trained.
     """
+    from srsearch.common.outpaths import prepare_out_dir
     from srsearch.common.rundir_lock import run_dir_lock
     from srsearch.models.modelio import load_model_file
     from srsearch.models.subnet import REP_KINDS
@@ -207,16 +214,21 @@ def compare_run(
     supernet = Path(supernet) if supernet is not None else run.supernet
     if supernet is not None:
         run = replace(run, supernet=supernet)
+    if accelerator is not None:
+        run = replace(run, search=replace(run.search, accelerator=accelerator))
+    args = (eval_data, baselines, target, threads, steps, bench_runs, log, seeds, from_scratch,
+            rep, predictor, supernet, delivered, train_only)
+    if train_only:  # each training locks its own folder; the others may share this one
+        return _compare(run, prepare_out_dir(Path(out or run.run_dir / "compare")), *args)
     with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
-        return _compare(run, out, eval_data, baselines, target, threads, steps, bench_runs,
-                        log, seeds, from_scratch, rep, predictor, supernet, delivered)
+        return _compare(run, out, *args)
 
 
 def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
              target: str | None, threads: int | None, steps: int | None, bench_runs: int,
              log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
              predictor: Any, supernet: Path | None,
-             delivered: dict[str, Any]) -> dict[str, Any]:
+             delivered: dict[str, Any], train_only: bool) -> dict[str, Any]:
     from android_bench import device_from_target
     from srsearch.data.datasets import load_images
     from srsearch.evaluation.evaluate import evaluate_models
@@ -266,7 +278,9 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         for i, s in enumerate(seed_list):
             jobs[seed_name(name, i, s)] = TrainJob(model_cfg, recipe(lr, s))
             rows[name]["runs"].append((s, out / seed_name(name, i, s) / "model.pt"))
-    trained = train_models(jobs, out, lambda m: log(f"[compare] {m}"))
+    trained = train_models(jobs, out, lambda m: log(f"[compare] {m}"), skip_busy=train_only)
+    if train_only:
+        return {"trained": sorted(trained), "jobs": sorted(jobs)}
 
     # --- measure: every model in one session on one device (one file per row) ---
     spec = target or (run.target or {}).get("target") or "host"

@@ -164,7 +164,7 @@ class PruneConfig:
                     raise UserError(f"prune config keeps {low} low-rank channels of "
                                     f"{c.block} cell {i}, but its width {w} needs "
                                     f"{kind.low.__name__}({w}) = {need}")
-        return ArchConfig(self.arch.scale, width[0], tuple(cells))
+        return ArchConfig(self.arch.scale, width[0], tuple(cells), self.arch.act)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "arch": self.arch.to_dict(),
@@ -258,6 +258,13 @@ def _copy(src: nn.Conv2d, dst: nn.Conv2d, out_idx: list[int], in_idx: list[int])
     dst.bias.copy_(src.bias[out_idx])
 
 
+@torch.no_grad()
+def _copy_act(src: nn.Module, dst: nn.Module, idx: list[int]) -> None:
+    """A PReLU keeps the slopes of the kept channels; a ReLU has nothing to copy."""
+    if isinstance(src, nn.PReLU):
+        dst.weight.copy_(src.weight[idx])
+
+
 def apply_pruning(subnet: SubNet, prune: PruneConfig) -> SubNet:
     """A compact standalone `SubNet` of ``prune.pruned_arch()`` holding ``subnet``'s kept
     weights (same device, dtype and train/eval mode)."""
@@ -270,6 +277,7 @@ def apply_pruning(subnet: SubNet, prune: PruneConfig) -> SubNet:
     out = SubNet(prune.pruned_arch()).to(subnet.head.weight)
     rgb = list(range(3))
     _copy(subnet.head, out.head, trunk[0], rgb)
+    _copy_act(subnet.head_act, out.head_act, trunk[0])
     for i, (c, src, dst) in enumerate(zip(arch.cells, subnet.cells, out.cells, strict=True)):
         kept = {IN: trunk[i], OUT: trunk[i + 1]}  # the same group in a residual cell
         for space in (INNER, LOW):
@@ -278,5 +286,7 @@ def apply_pruning(subnet: SubNet, prune: PruneConfig) -> SubNet:
         for conv in KINDS[c.block].convs:
             _copy(getattr(src, conv.name), getattr(dst, conv.name), kept[conv.cout],
                   kept[conv.cin])
+            if conv.relu:  # each kind has one activation, after this conv
+                _copy_act(src.act, dst.act, kept[conv.cout])
     _copy(subnet.tail, out.tail, list(range(subnet.tail.out_channels)), trunk[-1])
     return out.train(subnet.training)

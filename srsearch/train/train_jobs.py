@@ -24,10 +24,16 @@ class TrainJob:
 
 
 def train_models(
-    jobs: Mapping[str, TrainJob], out_dir: Path, log: Callable[[str], None] = print
+    jobs: Mapping[str, TrainJob], out_dir: Path, log: Callable[[str], None] = print,
+    skip_busy: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train each job into ``out_dir/<name>``; a finished one is skipped and an interrupted one
-    resumes from its last checkpoint."""
+    resumes from its last checkpoint.
+
+    With ``skip_busy``, a job whose directory another process is training is left to it (and
+    missing from the result), so that several processes given the same jobs share them out.
+    """
+    from srsearch.common.rundir_lock import Busy, run_dir_lock
     from srsearch.train.training import last_checkpoint, train
 
     results = {}
@@ -37,10 +43,20 @@ def train_models(
             results[name] = json.loads((out / "metrics.json").read_text())
             log(f"training {i}/{len(jobs)} {name}: trained (skipped)")
             continue
-        log(f"training {i}/{len(jobs)} {name}: {job.train.max_steps} steps, seed "
-            f"{job.train.seed} -> {out}")
-        init = job.init() if job.init is not None and last_checkpoint(out) is None else None
-        results[name] = train(job.model, job.train, out, resume=True, init_state=init)
+        try:
+            with run_dir_lock(out):
+                if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
+                    results[name] = json.loads((out / "metrics.json").read_text())
+                    continue  # another process finished it meanwhile
+                log(f"training {i}/{len(jobs)} {name}: {job.train.max_steps} steps, seed "
+                    f"{job.train.seed} -> {out}")
+                init = (job.init() if job.init is not None and last_checkpoint(out) is None
+                        else None)
+                results[name] = train(job.model, job.train, out, resume=True, init_state=init)
+        except Busy:
+            if not skip_busy:
+                raise
+            log(f"training {i}/{len(jobs)} {name}: another process is training it (left to it)")
     return results
 
 

@@ -26,6 +26,30 @@ def plain_conv3x3(cin: int, cout: int) -> nn.Module:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+# Builds the activation that follows a conv with ``channels`` outputs (`activation`).
+Act = Callable[[int], nn.Module]
+ACTS: tuple[str, ...] = ("relu", "prelu")
+
+
+def relu_act(channels: int) -> nn.Module:
+    return nn.ReLU()
+
+
+def prelu_act(channels: int) -> nn.Module:
+    return nn.PReLU(channels)
+
+
+def activation(name: str) -> Act:
+    """The activation factory of an architecture's ``act``: "relu" (no parameters, fused into
+    the conv by the compiler) or "prelu" (one learned slope per channel, as in ECBSR; one PRELU
+    op after the conv in the exported file)."""
+    if name == "relu":
+        return relu_act
+    if name == "prelu":
+        return prelu_act
+    raise ValueError(f"unknown activation {name!r}; choose one of {list(ACTS)}")
+
+
 class Cell(Protocol):
     """What a cell module reads of its `supernet.space.CellConfig`."""
 

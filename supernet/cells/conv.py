@@ -6,7 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.cells.base import IN, OUT, Cell, CellKind, Conv3x3, ConvSpec, plain_conv3x3
+from supernet.cells.base import (
+    IN,
+    OUT,
+    Act,
+    Cell,
+    CellKind,
+    Conv3x3,
+    ConvSpec,
+    plain_conv3x3,
+    relu_act,
+)
 from supernet.elastic import ElasticConv2d
 
 
@@ -38,14 +48,16 @@ class ElasticConvCell(nn.Module):
 
 
 class ConvCell(nn.Module):
-    """3x3 conv (in -> width) + ReLU."""
+    """3x3 conv (in -> width) + ReLU (or the architecture's activation)."""
 
-    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3) -> None:
+    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3,
+                 act: Act = relu_act) -> None:
         super().__init__()
         self.conv = conv3x3(cin, cell.width)
+        self.act = act(cell.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(x))
+        return self.act(self.conv(x))
 
 
 CONV = CellKind(

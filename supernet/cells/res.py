@@ -6,7 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.cells.base import IN, INNER, OUT, Cell, CellKind, Conv3x3, ConvSpec, plain_conv3x3
+from supernet.cells.base import (
+    IN,
+    INNER,
+    OUT,
+    Act,
+    Cell,
+    CellKind,
+    Conv3x3,
+    ConvSpec,
+    plain_conv3x3,
+    relu_act,
+)
 from supernet.elastic import ElasticConv2d
 
 
@@ -25,13 +36,15 @@ class ElasticResCell(nn.Module):
 class ResCell(nn.Module):
     """3x3 (in -> inner) + ReLU, 3x3 (inner -> in), + identity."""
 
-    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3) -> None:
+    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3,
+                 act: Act = relu_act) -> None:
         super().__init__()
         self.conv1 = conv3x3(cin, cell.inner)
+        self.act = act(cell.inner)
         self.conv2 = conv3x3(cell.inner, cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        return x + self.conv2(self.act(self.conv1(x)))
 
 
 RES = CellKind(

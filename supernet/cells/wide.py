@@ -14,11 +14,13 @@ from supernet.cells.base import (
     INNER,
     LOW,
     OUT,
+    Act,
     Cell,
     CellKind,
     Conv3x3,
     ConvSpec,
     plain_conv3x3,
+    relu_act,
 )
 from supernet.elastic import ElasticConv2d
 
@@ -48,15 +50,17 @@ class ElasticWideCell(nn.Module):
 class WideCell(nn.Module):
     """WDSR-B: 1x1 (in -> inner) + ReLU, 1x1 (inner -> low), 3x3 (low -> in), + identity."""
 
-    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3) -> None:
+    def __init__(self, cin: int, cell: Cell, conv3x3: Conv3x3 = plain_conv3x3,
+                 act: Act = relu_act) -> None:
         super().__init__()
         low = wide_low(cin)
         self.expand = nn.Conv2d(cin, cell.inner, 1)
+        self.act = act(cell.inner)
         self.reduce = nn.Conv2d(cell.inner, low, 1)
         self.conv = conv3x3(low, cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(self.reduce(F.relu(self.expand(x))))
+        return x + self.conv(self.reduce(self.act(self.expand(x))))
 
 
 WIDE = CellKind(

@@ -9,7 +9,10 @@ the same steps and images, with several seeds; scored on held-out photos with me
 
 Every (model, seed) trains in OUT/<model>/seed<k> (a killed run resumes; a finished one is
 skipped); `--workers N` runs N trainings at once, one torch thread each, each claiming the next
-unclaimed (model, seed). Then every model is scored (its exported form: ECB and rep blocks
+unclaimed (model, seed); `--accelerator gpu` trains on a GPU and `--deadline-s S` starts no
+training after S seconds. `--train-only` stops there, so a GPU machine can train and this
+script, rerun here on the copied OUT, scores (sun80 from ../shared or $SRSEARCH_SUN80). Then
+every model is scored (its exported form: ECB and rep blocks
 collapsed) on sun80's last 10 (when ../shared is there) and on the outside photos, and the
 script prints per set the mean +- std over seeds, the learning curve from the training logs and
 each model's margin over the reference (`--reference`, the first model by default), with its

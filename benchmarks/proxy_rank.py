@@ -3,7 +3,11 @@ random subnets with inherited supernet weights and their PSNR after a short stan
 fine-tune from those weights.
 
     python benchmarks/proxy_rank.py --supernet runs/sn/supernet.pt --n 20 --steps 300 \
-        [--crop 64] [--from-scratch]
+        [--crop 64] [--from-scratch] [--out DIR --workers N --accelerator gpu --train-only]
+
+The fine-tunes go to ``--out`` (default: a temporary folder), ``--workers`` at a time; a rerun
+skips the finished ones, so ``--train-only`` on a GPU machine and a rerun here (after copying
+``--out`` back) split the slow part from the scoring.
 
 Two inherited scores are correlated: whole validation images, and the search's own scorer
 (`srsearch.search.evaluator.SubnetEvaluator` as `run_search` builds it: the same images, the

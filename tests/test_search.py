@@ -617,3 +617,42 @@ def test_search_flags_default_to_the_run_config():
         if f.name != "budget_ms":  # required
             want = str(f.default) if f.name == "devices" else f.default
             assert defaults[f.name] == want, f.name
+
+
+def test_candidates_are_the_best_distinct_feasible_scored_trials():
+    from srsearch.search.rerank import candidates
+
+    a, b, c = ({"head_width": w} for w in (8, 12, 16))
+    trials = [
+        {"arch": a, "feasible": True, "scored": True, "psnr": 30.0},
+        {"arch": b, "feasible": False, "scored": True, "psnr": 35.0},  # over the budget
+        {"arch": c, "feasible": True, "scored": True, "psnr": 31.0},
+        {"arch": dict(c), "feasible": True, "scored": True, "psnr": 31.0},  # the same again
+        {"arch": b, "feasible": True, "scored": False, "psnr": None},
+    ]
+    assert [t["arch"] for t in candidates(trials, 5)] == [c, a]
+    assert [t["arch"] for t in candidates(trials, 1)] == [c]
+
+
+def test_rerank_fine_tunes_the_best_candidates_and_keeps_the_best_after(supernet, image_dir,
+                                                                        tmp_path):
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=6, stage3_trials=0,
+                    rerank=3, rerank_steps=2, finetune_steps=1, batch_size=2, lr_patch=8,
+                    crop=16, seed=0)
+    run_search(supernet, FakePredictor(), cfg, out)
+    ranked = json.loads((out / "rerank" / "rerank.json").read_text())
+    rows = ranked["rows"]
+    assert len(rows) == 3 and ranked["steps"] == 2
+    assert [r["psnr"] for r in rows] == sorted((r["psnr"] for r in rows), reverse=True)
+    best = max(rows, key=lambda r: r["val_psnr"])
+    assert ranked["chosen"] == best
+    assert json.loads((out / "arch.json").read_text()) == best["arch"]
+    assert all((out / "rerank" / f"c{i}" / "model.pt").is_file() for i in range(3))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == best["arch"]
+    # a resumed run keeps the choice (and trains nothing again)
+    again = run_search(supernet, FakePredictor(), cfg, out, resume=True)
+    assert again["arch"] == best["arch"]
+    with pytest.raises(UserError, match="rerank"):
+        run_search(supernet, FakePredictor(), replace(cfg, rerank=2), out, resume=True)

@@ -71,6 +71,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--stage3-trials", type=int, default=40, help="stage-3 trials (0: no pruning search)"
     )
     p.add_argument(
+        "--rerank", type=int, default=0, metavar="K",
+        help="fine-tune stage 2's K best candidates --rerank-steps steps each and keep the best "
+        "(0: stage 2's pick; docs/search.md)",
+    )
+    p.add_argument("--rerank-steps", type=int, default=1000, help="fine-tune steps per "
+                   "re-ranked candidate")
+    p.add_argument(
         "--finetune-steps",
         type=int,
         default=1000,

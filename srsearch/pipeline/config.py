@@ -55,6 +55,9 @@ class PipelineConfig:
     max_depth: int = _doc(8, "search space: most cells")
     search_trials: int = _doc(100, "stage 2: architecture candidates")
     stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates")
+    rerank: int = _doc(8, "stage 2's best candidates fine-tuned --rerank-steps each to pick "
+                       "from (0: stage 2's pick)")
+    rerank_steps: int = _doc(1000, "fine-tune steps per re-ranked candidate")
     latency_runs: int = _doc(10, "benchmark runs per latency-table entry")
     latency_nets: int = _doc(20, "whole nets measured to fit the latency model's net term")
     validate_nets: int = _doc(10, "whole nets measured to validate the latency model (0: skip)")

@@ -145,9 +145,20 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                             f"database was deleted or replaced), so this run cannot be resumed; "
                             f"search again with another --out (or delete {out} first)")
         s2 = stage2_result(study)
+        if (out / "rerank" / "rerank.json").is_file():
+            from srsearch.search.rerank import apply_choice
+
+            chosen = json.loads((out / "rerank" / "rerank.json").read_text())["chosen"]
+            s2 = apply_choice(s2, chosen)
     else:
         s2 = search_architecture(space, s2_predictor, evaluator, s2cfg, db,
                                  on_trial=_appender(csv_path, "stage2"), progress=progress)
+        if cfg.rerank > 1:
+            from srsearch.search.rerank import apply_choice, rerank
+
+            ranked = rerank(supernet, s2.trials, cfg.rerank,
+                            cfg.train_config(scale, cfg.rerank_steps), out / "rerank")
+            s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())
     subnet = supernet.get_active_subnet(arch).eval()

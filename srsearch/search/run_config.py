@@ -17,9 +17,9 @@ from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
 # Settings that change what a finished step holds; a resumed run must keep them.
 _FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "crop", "sampler", "stage3_sampler",
-          "seed", "max_ratio")
+          "seed", "max_ratio", "rerank", "rerank_steps")
 # What a run's config.json written before a setting existed implies for it.
-_BEFORE = {"overshoot": 0.0}
+_BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class RunConfig:
         data: Data spec; its val split scores candidates, its train split fine-tunes.
         trials: Stage-2 finished trials in total.
         stage3_trials: Stage-3 finished trials (0: no pruning search).
+        rerank: Stage 2's best this many distinct candidates are each fine-tuned
+            ``rerank_steps`` steps and the best after that is kept (0 or 1: stage 2's pick;
+            `srsearch.search.rerank`).
+        rerank_steps: Fine-tune steps per re-ranked candidate.
         finetune_steps: Fine-tuning steps (0: keep the inherited weights).
         sampler: Stage-2 sampler (`stage2.SAMPLERS`).
         stage3_sampler: "gp" or "tpe".
@@ -55,6 +59,8 @@ class RunConfig:
     data: str = "builtin"
     trials: int = 200
     stage3_trials: int = 40
+    rerank: int = 0
+    rerank_steps: int = 1000
     finetune_steps: int = 1000
     sampler: str = "evolution"
     stage3_sampler: str = "gp"
@@ -76,6 +82,8 @@ class RunConfig:
             "--overshoot": (0 <= self.overshoot <= 1, "in [0, 1]"),
             "--trials": (self.trials >= 1, "at least 1"),
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
+            "--rerank": (self.rerank >= 0, "0 or more"),
+            "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
             "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
             "--stage3-sampler": (self.stage3_sampler in STAGE3_SAMPLERS,

@@ -72,10 +72,17 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     ]
     if "search" in done:
         s = done["search"]
+        rerank = run_dir / "search" / "rerank" / "rerank.json"
+        rr = ""
+        if rerank.is_file():
+            r = json.loads(rerank.read_text())
+            rr = (f" Re-ranked stage 2's best {len(r['rows'])} by a {r['steps']}-step fine-tune: "
+                  f"kept #{r['chosen']['rank_stage2'] + 1} ({r['chosen']['val_psnr']:.3f} dB "
+                  f"against stage 2's pick's {r['rows'][0]['val_psnr']:.3f}).")
         lines += [
             f"Search: {s['candidates_scored']} candidates scored in "
             f"{s['search_wall_s']:.0f} s; predicted latency "
-            f"{s['predicted_latency_ms']:.2f} ms.",
+            f"{s['predicted_latency_ms']:.2f} ms.{rr}",
             "",
         ]
     if "latency" in done and "mape_pct" in done["latency"]:

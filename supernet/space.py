@@ -51,6 +51,18 @@ def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]
     return list(keys)
 
 
+def prelu_plain_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
+    """The PReLU op keys of the ECBSR-style plain nets over ``space``'s widths (head 3 -> C and
+    conv C -> C, each followed by a PReLU), so that the latency table prices the hand-designed
+    family a user would scale to the budget with its real activations. Only these: the search
+    itself runs ReLU nets (docs/search_space.md)."""
+    keys: dict[LayerSpec, None] = {}
+    for c in space.widths:
+        arch = ArchConfig(space.scale, c, (CellConfig("conv", c),), "prelu")
+        keys.update(dict.fromkeys(k for k in layers(arch, lr_hw) if k.act == "prelu"))
+    return list(keys)
+
+
 def _choices(name: str, values: Any) -> tuple[int, ...]:
     values = tuple(values)
     if not values:

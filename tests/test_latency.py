@@ -44,7 +44,15 @@ from srsearch.latency.probes import (
     combine,
     probes_for,
 )
-from supernet.space import KEEPS_WIDTH, ArchConfig, CellConfig, LayerSpec, SearchSpace, layers
+from supernet.space import (
+    KEEPS_WIDTH,
+    ArchConfig,
+    CellConfig,
+    LayerSpec,
+    SearchSpace,
+    layers,
+    prelu_plain_keys,
+)
 from supernet.subnet import SubNet
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
@@ -59,6 +67,9 @@ SMALL = SearchSpace(max_depth=3, widths=(8, 12), res_inners=(8, 12), wide_inners
 MAC_NS = 0.002
 CONST_MS = {"conv3": 0.05, "conv1": 0.03, "skip": 0.02, "pixel_shuffle": 0.2}
 ADD_NS = 0.01
+PRELU_NS = 0.004  # a PReLU is its own op: a pass over the conv's output
+# what a build measures: the space's ops and the ECBSR family's PReLU convs
+ALL_KEYS = list(dict.fromkeys(distinct_keys(SMALL, LR) + prelu_plain_keys(SMALL, LR)))
 INVOKE_MS = 0.004
 NET_A, NET_PER_OP, NET_B = 1.15, 0.02, 0.5
 
@@ -67,7 +78,8 @@ def fake_op_ms(spec: LayerSpec) -> float:
     if spec.op == "add":
         return ADD_NS * 1e-6 * spec.cin * spec.h * spec.w
     kind = f"conv{spec.k}" if spec.op == "conv" else spec.op
-    return MAC_NS * 1e-6 * spec.macs + CONST_MS[kind]
+    prelu = PRELU_NS * 1e-6 * spec.cout * spec.h * spec.w if spec.act == "prelu" else 0.0
+    return MAC_NS * 1e-6 * spec.macs + CONST_MS[kind] + prelu
 
 
 def fake_net_ms(arch: ArchConfig, lr_hw: tuple[int, int]) -> float:
@@ -83,7 +95,7 @@ def fake_export(module: nn.Module, shape: tuple[int, ...], path: Path, options: 
         desc: dict[str, Any] = {"net": module.arch.to_dict(), "hw": [h, w]}
     elif isinstance(module, ConvProbe):
         conv = module.conv
-        act = "relu" if module.relu else None
+        act = "prelu" if module.prelu is not None else "relu" if module.relu else None
         desc = {"op": ["conv", c, conv.out_channels, conv.kernel_size[0], h, w, act]}
     elif isinstance(module, LRSkip):
         desc = {"op": ["skip", c, 3 * module.scale**2, 1, h, w, None]}
@@ -248,8 +260,10 @@ def test_pixel_shuffle_probe_is_depth_to_space() -> None:
 def test_build_one_entry_per_key(tmp_path: Path) -> None:
     dev = FakeDevice()
     table = _build(tmp_path / "lut.json", dev)
-    keys = distinct_keys(SMALL, LR)
+    keys = ALL_KEYS
     assert list(table.entries) == keys
+    assert {k.act for k in prelu_plain_keys(SMALL, LR)} == {"prelu"}
+    assert len(prelu_plain_keys(SMALL, LR)) == 2 * len(SMALL.widths)  # head 3->C, conv C->C
     n_probes = sum(len(probes_for(k)) for k in keys)
     assert len(dev.timed) == 1 + n_probes + 12  # baseline, probes, fit nets
     assert table.io_baseline_ms == pytest.approx(INVOKE_MS, abs=1e-4)
@@ -275,7 +289,7 @@ def test_build_one_entry_per_key(tmp_path: Path) -> None:
 
 def test_interrupted_build_resumes_missing_only(tmp_path: Path) -> None:
     path = tmp_path / "lut.json"
-    keys = distinct_keys(SMALL, LR)
+    keys = ALL_KEYS
     n_probes = sum(len(probes_for(k)) for k in keys)
     failing = FakeDevice(fail_after=14)
     with pytest.raises(DeviceError, match="unplugged"):
@@ -335,13 +349,13 @@ def test_probe_cache_is_reused_by_another_device(tmp_path: Path) -> None:
 
     cache = tmp_path / "cache"
     _build(tmp_path / "a.json", FakeDevice("a"), n_nets=0, exporter=export, probe_cache=cache)
-    n_probes = sum(len(probes_for(k)) for k in distinct_keys(SMALL, LR))
+    n_probes = sum(len(probes_for(k)) for k in ALL_KEYS)
     assert len(exported) == len(list(cache.glob("*.tflite"))) == n_probes + 1  # + baseline
     exported.clear()
     dev = FakeDevice("b")
     table = _build(tmp_path / "b.json", dev, n_nets=2, exporter=export, probe_cache=cache)
     assert exported == ["net0000.tflite", "net0001.tflite"]  # only the whole nets
-    assert len(dev.timed) == n_probes + 1 + 2 and len(table.entries) == 22
+    assert len(dev.timed) == n_probes + 1 + 2 and len(table.entries) == len(ALL_KEYS)
 
 
 def test_fingerprint_mismatch_is_refused(tmp_path: Path) -> None:
@@ -487,14 +501,15 @@ def test_cli_build_and_validate_on_host(tmp_path: Path, capsys, monkeypatch) -> 
     args = ["latency", "build", "--out", str(lut), "--nets", "0", *fast, *tiny]
     assert cli_main(args) == 0
     d = json.loads(lut.read_text())
-    assert len(d["entries"]) == 6 and d["lr_hw"] == [12, 16]  # head, cell, tail, skip, add, ps
+    # head, cell, tail, skip, add, ps; + the ECBSR family's head and conv with a PReLU
+    assert len(d["entries"]) == 8 and d["lr_hw"] == [12, 16]
     assert d["target"] == {
         "target": "host",
         "options": {"isolate": False, "threads": 2, "delegate": "xnnpack"},
     }
     assert all(math.isfinite(e["median_ms"]) and e["median_ms"] >= 0 for e in d["entries"])
     cached = list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
-    assert len(cached) == 8  # + baseline, two add chains
+    assert len(cached) == 10  # + baseline, two add chains
     (shuffle,) = [f for f in cached if f.name.startswith("pixel_shuffle")]
     assert op_histogram(shuffle) == {"DEPTH_TO_SPACE": 1}
     assert d["export"] == {"channels_last_io": True, "depth_to_space": True}
@@ -521,8 +536,9 @@ def test_cli_build_int8_times_int8_files_and_keeps_precisions_apart(tmp_path, ca
     assert d["export"] == {"channels_last_io": True, "depth_to_space": True, "precision": "int8"}
     assert len(d["nets"]) == 2
     probes = list((tmp_path / "cache").glob("latency-probes/*/int8/*.tflite"))
-    assert len(probes) == 8 and not list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
-    (conv,) = [f for f in probes if f.name.startswith("conv-3-8-k3")]
+    assert len(probes) == 10 and not list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
+    (conv,) = [f for f in probes
+               if f.name.startswith("conv-3-8-k3") and f.name.endswith("-relu.tflite")]
     interp = Interpreter(str(conv))
     assert interp.get_input_details()[0]["dtype"].__name__ == "int8"  # quantised, not fp32
     # an fp32 build into the int8 table is refused, naming the setting
@@ -548,3 +564,20 @@ def test_export_workers_quiet_the_converters_warning(tmp_path):
 
     with runner(NoDevice(), None, jobs=2) as r:
         assert r.pool.submit(_leafspec_warnings_shown).result() == 0
+
+
+def test_the_table_prices_the_scaled_ecbsr_family_with_its_prelus(tmp_path: Path) -> None:
+    from srsearch.comparison.fairness import plain_arch, scaled_ecbsr
+
+    model = LatencyModel(_build(tmp_path / "lut.json", FakeDevice(), n_nets=0))
+    relu, prelu = plain_arch(2, 2, 12), plain_arch(2, 2, 12, "prelu")
+    assert model.covers(relu) and model.covers(prelu)
+    assert not model.covers(ArchConfig(2, 12, (CellConfig("wide", 12, 16),), "prelu"))
+    assert model.predict(prelu) > model.predict(relu)  # the PReLUs are extra ops
+    budget = (model.predict(prelu) + model.predict(relu)) / 2
+    found = scaled_ecbsr(model, SMALL, budget)
+    assert found["priced_as"] == "prelu" and found["predicted_ms"] <= budget
+    assert found["name"] != "ecbsr-m2c12"  # its ReLU twin fits, the real net does not
+    # a table without the PReLU keys (built before them) prices the ReLU twin, and says so
+    model.table.entries = {k: v for k, v in model.table.entries.items() if k.act != "prelu"}
+    assert scaled_ecbsr(model, SMALL, budget)["priced_as"] == "relu"

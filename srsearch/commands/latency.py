@@ -193,7 +193,9 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
 
     device = device_from_target(args.target, **_device_options(args))
     lr_hw = lr_size(out_size, space.scale)
-    n_keys = len(distinct_keys(space, lr_hw))
+    from supernet.space import prelu_plain_keys
+
+    n_keys = len(set(distinct_keys(space, lr_hw)) | set(prelu_plain_keys(space, lr_hw)))
     console.print(
         f"device [bold]{device.fingerprint_id()}[/bold]; x{space.scale}, output "
         f"{out_size[0]}x{out_size[1]} (LR {lr_hw[1]}x{lr_hw[0]}); {n_keys} distinct ops, "

@@ -165,24 +165,34 @@ def margin_stats(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def plain_arch(scale: int, m: int, channels: int):
+def plain_arch(scale: int, m: int, channels: int, act: str = "relu"):
     """The searched-space architecture that an ECBSR-style plain net of ``m`` body convs of
-    ``channels`` collapses to (head C, m conv cells of C): what the latency model prices."""
+    ``channels`` collapses to (head C, m conv cells of C, ``act`` after each): what the latency
+    model prices."""
     from supernet.space import ArchConfig, CellConfig
 
-    return ArchConfig(scale, channels, tuple(CellConfig("conv", channels) for _ in range(m)))
+    return ArchConfig(scale, channels, tuple(CellConfig("conv", channels) for _ in range(m)),
+                      act)
 
 
 def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float) -> dict[str, Any] | None:
     """The ECBSR-style (m, channels) whose collapsed form the latency model puts closest under
     ``budget_ms``, over the depths and widths the table covers (``space``); None when even the
     smallest is over. Returns its name, model config (the ECBSR preset recipe: PReLU, ECB
-    training blocks) and predicted ms (of the ReLU twin the table prices; PReLU exports as one
-    PRELU op after each conv, so measure it)."""
+    training blocks), predicted ms and ``priced_as``: "prelu" when the table has the PReLU
+    keys of this family (`supernet.space.prelu_plain_keys`, measured by `srsearch latency
+    build` since session 7), else "relu" (an older table: its ReLU twin, which runs faster, so
+    the net can land over the budget; measure it)."""
+    covers = getattr(predictor, "covers", None)
+    act = "prelu" if covers is not None and covers(plain_arch(space.scale, 1, space.widths[0],
+                                                               "prelu")) else "relu"
     best = None
     for m in range(max(1, space.min_depth), space.max_depth + 1):
         for c in space.widths:
-            ms = float(predictor.predict(plain_arch(space.scale, m, c)))
+            arch = plain_arch(space.scale, m, c, act)
+            if act == "prelu" and not covers(arch):
+                continue
+            ms = float(predictor.predict(arch))
             if ms <= budget_ms and (best is None or ms > best[2]):
                 best = (m, c, ms)
     if best is None:
@@ -196,4 +206,5 @@ def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float) -> dict[str, Any]
                    "act": "prelu"},
         "lr": preset_lr("ecbsr-m4c8"),  # the ECBSR presets' rate
         "predicted_ms": ms,
+        "priced_as": act,  # "prelu": with its PReLUs; "relu": as its ReLU twin (older table)
     }

@@ -35,6 +35,7 @@ from supernet.space import (  # distinct_keys: re-exported here and in srsearch.
     SearchSpace,
     distinct_keys,
     macs,
+    prelu_plain_keys,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -162,8 +163,9 @@ def build_table(
         state = _Measurements(table, path, lr_hw, rounds)
         folder = Path(probe_cache) if probe_cache is not None else run.workdir
         folder.mkdir(parents=True, exist_ok=True)
+        keys = dict.fromkeys([*distinct_keys(space, lr_hw), *prelu_plain_keys(space, lr_hw)])
         probes = [baseline_probe()] + [
-            p for k in distinct_keys(space, lr_hw) for p in probes_for(k, depth_to_space)
+            p for k in keys for p in probes_for(k, depth_to_space)
         ]
         state.probes = {p.name: p for p in probes}
         popts = {"channels_last_io": True, **_precision_option(table.export)}

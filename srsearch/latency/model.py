@@ -157,6 +157,12 @@ class LatencyModel:
                 "rerun on the same --out measures only the missing ops)."
             )
 
+    def covers(self, arch: ArchConfig) -> bool:
+        """Whether the table has every op of ``arch`` (a table built before PReLU keys were
+        measured prices no PReLU net)."""
+        return arch.scale == self.table.scale and all(
+            k in self.table.entries for k in layers(arch, self.table.lr_hw))
+
     def table_sum(self, arch: ArchConfig) -> float:
         """Sum of the table terms alone (no fitted term), ms."""
         self._check_scale(arch)

@@ -52,15 +52,19 @@ class Probe:
 
 
 class ConvProbe(nn.Module):
-    """A learned conv, 'same' padding, optional fused ReLU."""
+    """A learned conv, 'same' padding, then its activation: a ReLU (fused into the conv), a
+    PReLU (its own PRELU op) or none."""
 
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__()
         self.conv = nn.Conv2d(spec.cin, spec.cout, spec.k, padding=spec.k // 2)
         self.relu = spec.act == "relu"
+        self.prelu = nn.PReLU(spec.cout) if spec.act == "prelu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
+        if self.prelu is not None:
+            return self.prelu(y)
         return F.relu(y) if self.relu else y
 
 

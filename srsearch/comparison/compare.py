@@ -159,6 +159,10 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
         return None
     if found is None:
         log(f"[compare] note: no ECBSR-style net fits {run.search.budget_ms:g} ms")
+    elif found["priced_as"] != "prelu":
+        log(f"[compare] note: {found['name']} was priced as its ReLU twin (the table has no "
+            "PReLU entries; `srsearch latency build` on the same --out adds them), so it may "
+            "run over the budget")
     return found
 
 

@@ -171,8 +171,10 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
                              cfg.budget_ms)
         if found is not None:
             scaled = found["name"]
+            how = ("with its PReLUs" if found["priced_as"] == "prelu" else
+                   "as its ReLU twin: the table has no PReLU entries, so it may run over")
             _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
-                 f"{found['predicted_ms']:.2f} ms)")
+                 f"{found['predicted_ms']:.2f} ms, {how})")
             jobs.setdefault(scaled, TrainJob(found["config"],
                                              cfg.train_config(steps, lr=found["lr"])))
     if cfg.from_scratch:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import platform
 import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,3 +58,36 @@ def sun80_last10(dest: Path) -> Path | None:
     for p in files[-10:]:
         shutil.copy(p, dest / p.name)
     return dest
+
+
+def run_claimed(work: Callable[[Any], None], jobs: Sequence[tuple[str, Any]], out: Path,
+                workers: int = 1, deadline_s: float | None = None, tag: str = "job") -> None:
+    """``work(job)`` for each ``(key, job)``: ``workers`` spawned processes at a time (safe with
+    CUDA), each claiming the next unclaimed key (``OUT/.claims/<key>``; the claims of an earlier,
+    killed call are cleared first), none started after ``deadline_s`` seconds. ``work`` must be
+    a module-level function; it skips a job that is already finished."""
+    shutil.rmtree(out / ".claims", ignore_errors=True)
+    deadline = time.time() + (deadline_s if deadline_s is not None else float("inf"))
+    if workers > 1:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_claim_loop, args=(work, jobs, out, deadline, tag))
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    else:
+        _claim_loop(work, jobs, out, deadline, tag)
+
+
+def _claim_loop(work: Callable[[Any], None], jobs: Sequence[tuple[str, Any]], out: Path,
+                deadline: float, tag: str) -> None:
+    for key, job in jobs:
+        if time.time() > deadline:
+            print(f"[{tag}] deadline passed: {key} not started", flush=True)
+            continue
+        try:
+            (out / ".claims" / key).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        work(job)

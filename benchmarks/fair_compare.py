@@ -25,15 +25,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, outside_photos, sun80_last10  # noqa: E402
+from _common import machine, outside_photos, run_claimed, sun80_last10  # noqa: E402
 
 from srsearch.comparison.fairness import margin_stats, training_compute  # noqa: E402
 from srsearch.models import preset_config  # noqa: E402
@@ -60,19 +58,6 @@ def _train_one(job: tuple[str, dict, int, dict, str]) -> None:
     t0 = time.perf_counter()
     train(model_cfg, cfg, run, resume=True)
     print(f"[fair] {name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-
-
-def _worker(jobs: list, out: Path, deadline: float) -> None:
-    for job in jobs:
-        if time.time() > deadline:
-            print(f"[fair] deadline passed: {job[0]} seed {job[2]} not started", flush=True)
-            continue
-        claim = out / ".claims" / f"{job[0]}__{job[2]}"
-        try:
-            claim.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        _train_one(job)
 
 
 def _curve(run: Path) -> dict[int, float]:
@@ -110,20 +95,10 @@ def main() -> None:
     train_kw = dict(data=args.data, scale=args.scale, max_steps=args.steps, lr=args.lr,
                     batch_size=args.batch_size, lr_patch=args.lr_patch,
                     val_every=args.val_every, ckpt_every=100, accelerator=args.accelerator)
-    jobs = [(n, c, s, train_kw, str(args.out)) for s in args.seeds for n, c in models.items()]
+    jobs = [(f"{n}__seed{s}", (n, c, s, train_kw, str(args.out)))
+            for s in args.seeds for n, c in models.items()]
     args.out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(args.out / ".claims", ignore_errors=True)  # claims of an earlier, killed call
-    deadline = time.time() + (args.deadline_s if args.deadline_s is not None else float("inf"))
-    if args.workers > 1:
-        ctx = mp.get_context("spawn")  # safe with CUDA
-        procs = [ctx.Process(target=_worker, args=(jobs, args.out, deadline))
-                 for _ in range(args.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-    else:
-        _worker(jobs, args.out, deadline)
+    run_claimed(_train_one, jobs, args.out, args.workers, args.deadline_s, "fair")
     if args.train_only:
         return
     _score(args, models)

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, run_claimed  # noqa: E402
 
 from srsearch.data.datasets import load_images  # noqa: E402
 from srsearch.evaluation.evaluate import evaluate  # noqa: E402
@@ -43,20 +41,16 @@ from srsearch.train.training import TrainConfig, train  # noqa: E402
 from supernet.space import macs  # noqa: E402
 
 
-def _worker(jobs: list, out: Path, deadline: float) -> None:
-    """Fine-tune each unclaimed subnet (claims: OUT/.claims/<i>) until ``deadline``."""
+def _finetune(job: tuple) -> None:
+    """Fine-tune one subnet into its run folder, unless it is finished."""
     import torch
 
+    i, config, init, cfg, run = job
+    if (Path(run) / "metrics.json").is_file():
+        return
     torch.set_num_threads(1)
-    for i, config, init, cfg, run in jobs:
-        if (Path(run) / "metrics.json").is_file() or time.time() > deadline:
-            continue
-        try:
-            (out / ".claims" / str(i)).mkdir(parents=True)
-        except FileExistsError:
-            continue
-        train(config, cfg, Path(run), resume=True, init_state=init)
-        print(f"[proxy] sub{i} fine-tuned", flush=True)
+    train(config, cfg, Path(run), resume=True, init_state=init)
+    print(f"[proxy] sub{i} fine-tuned", flush=True)
 
 
 def main() -> None:
@@ -96,18 +90,8 @@ def main() -> None:
     for i, arch in enumerate(archs):
         sub = net.get_active_subnet(arch).eval()
         init = None if args.from_scratch else sub.state_dict()
-        jobs.append((i, sub.config(), init, cfg, str(out / f"sub{i}")))
-    deadline = time.time() + (args.deadline_s if args.deadline_s is not None else float("inf"))
-    if args.workers > 1:
-        ctx = mp.get_context("spawn")  # safe with CUDA
-        procs = [ctx.Process(target=_worker, args=(jobs, out, deadline))
-                 for _ in range(args.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-    else:
-        _worker(jobs, out, deadline)
+        jobs.append((f"sub{i}", (i, sub.config(), init, cfg, str(out / f"sub{i}"))))
+    run_claimed(_finetune, jobs, out, args.workers, args.deadline_s, "proxy")
     if args.train_only:
         return
     val = load_images(args.data, scale, "val")

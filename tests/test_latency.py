@@ -32,6 +32,7 @@ from srsearch.latency import (
     lr_size,
     spanning_archs,
     summarize,
+    table_keys,
     validate,
     validation_path,
 )
@@ -69,7 +70,7 @@ CONST_MS = {"conv3": 0.05, "conv1": 0.03, "skip": 0.02, "pixel_shuffle": 0.2}
 ADD_NS = 0.01
 PRELU_NS = 0.004  # a PReLU is its own op: a pass over the conv's output
 # what a build measures: the space's ops and the ECBSR family's PReLU convs
-ALL_KEYS = list(dict.fromkeys(distinct_keys(SMALL, LR) + prelu_plain_keys(SMALL, LR)))
+ALL_KEYS = table_keys(SMALL, LR)
 INVOKE_MS = 0.004
 NET_A, NET_PER_OP, NET_B = 1.15, 0.02, 0.5
 
@@ -262,6 +263,8 @@ def test_build_one_entry_per_key(tmp_path: Path) -> None:
     table = _build(tmp_path / "lut.json", dev)
     keys = ALL_KEYS
     assert list(table.entries) == keys
+    own = distinct_keys(SMALL, LR)
+    assert keys[:len(own)] == own and set(keys[len(own):]) == set(prelu_plain_keys(SMALL, LR))
     assert {k.act for k in prelu_plain_keys(SMALL, LR)} == {"prelu"}
     assert len(prelu_plain_keys(SMALL, LR)) == 2 * len(SMALL.widths)  # head 3->C, conv C->C
     n_probes = sum(len(probes_for(k)) for k in keys)

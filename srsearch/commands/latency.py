@@ -188,14 +188,12 @@ def _build(args: argparse.Namespace, console: Any, out_size: tuple[int, int], sp
 
     from android_bench import device_from_target
     from srsearch.data.image_io import default_cache_dir
-    from srsearch.latency import LatencyModel, build_table, distinct_keys, lr_size
+    from srsearch.latency import LatencyModel, build_table, lr_size, table_keys
     from srsearch.latency.runner import probe_cache_dir
 
     device = device_from_target(args.target, **_device_options(args))
     lr_hw = lr_size(out_size, space.scale)
-    from supernet.space import prelu_plain_keys
-
-    n_keys = len(set(distinct_keys(space, lr_hw)) | set(prelu_plain_keys(space, lr_hw)))
+    n_keys = len(table_keys(space, lr_hw))
     console.print(
         f"device [bold]{device.fingerprint_id()}[/bold]; x{space.scale}, output "
         f"{out_size[0]}x{out_size[1]} (LR {lr_hw[1]}x{lr_hw[0]}); {n_keys} distinct ops, "

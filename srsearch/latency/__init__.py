@@ -9,7 +9,13 @@
 See docs/latency.md.
 """
 
-from srsearch.latency.build import build_table, distinct_keys, lr_size, spanning_archs
+from srsearch.latency.build import (
+    build_table,
+    distinct_keys,
+    lr_size,
+    spanning_archs,
+    table_keys,
+)
 from srsearch.latency.lut import LatencyTable, UnknownKeyError
 from srsearch.latency.model import LatencyModel
 from srsearch.latency.validate import summarize, validate, validation_path
@@ -20,6 +26,7 @@ __all__ = [
     "UnknownKeyError",
     "build_table",
     "distinct_keys",
+    "table_keys",
     "lr_size",
     "spanning_archs",
     "summarize",

@@ -84,6 +84,13 @@ def spanning_archs(
     return chosen
 
 
+def table_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
+    """Every op key a table for ``space`` measures, in order: the space's own ops
+    (`distinct_keys`), then the PReLU convs of the ECBSR-style family that the scaled baseline
+    is priced with (`prelu_plain_keys`)."""
+    return list(dict.fromkeys([*distinct_keys(space, lr_hw), *prelu_plain_keys(space, lr_hw)]))
+
+
 def build_table(
     device: Device,
     space: SearchSpace,
@@ -163,9 +170,8 @@ def build_table(
         state = _Measurements(table, path, lr_hw, rounds)
         folder = Path(probe_cache) if probe_cache is not None else run.workdir
         folder.mkdir(parents=True, exist_ok=True)
-        keys = dict.fromkeys([*distinct_keys(space, lr_hw), *prelu_plain_keys(space, lr_hw)])
         probes = [baseline_probe()] + [
-            p for k in keys for p in probes_for(k, depth_to_space)
+            p for k in table_keys(space, lr_hw) for p in probes_for(k, depth_to_space)
         ]
         state.probes = {p.name: p for p in probes}
         popts = {"channels_last_io": True, **_precision_option(table.export)}

@@ -39,15 +39,15 @@ def train_models(
     results = {}
     for i, (name, job) in enumerate(jobs.items(), 1):
         out = Path(out_dir) / name
-        if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
+        if _finished(out):
             results[name] = json.loads((out / "metrics.json").read_text())
             log(f"training {i}/{len(jobs)} {name}: trained (skipped)")
             continue
         try:
             with run_dir_lock(out):
-                if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
+                if _finished(out):  # another process finished it meanwhile
                     results[name] = json.loads((out / "metrics.json").read_text())
-                    continue  # another process finished it meanwhile
+                    continue
                 log(f"training {i}/{len(jobs)} {name}: {job.train.max_steps} steps, seed "
                     f"{job.train.seed} -> {out}")
                 init = (job.init() if job.init is not None and last_checkpoint(out) is None
@@ -58,6 +58,11 @@ def train_models(
                 raise
             log(f"training {i}/{len(jobs)} {name}: another process is training it (left to it)")
     return results
+
+
+def _finished(out: Path) -> bool:
+    """A run folder `train` completed: its model and its metrics (written last) are there."""
+    return (out / "model.pt").is_file() and (out / "metrics.json").is_file()
 
 
 def check_presets(names: Sequence[str]) -> None:

@@ -499,6 +499,137 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
 
 
 
+# --- the latency check: measured end to end, searched again when outside the window -------------
+
+
+class SpeedDevice:
+    """A target that runs every net ``speed`` x as long as FakePredictor says (a host faster or
+    slower than when its table was measured). Reads the arch that `ArchFile` wrote into the
+    .tflite path; counts its benchmarks."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed, self.timed = speed, []
+
+    def fingerprint_id(self) -> str:
+        return "fake-phone"
+
+    def benchmark(self, paths, runs=20, warmup=3, on_result=None):
+        from android_bench import BenchResult
+
+        out = []
+        for p in paths:
+            arch = ArchConfig.from_json(Path(p).read_text())
+            ms = self.speed * FakePredictor().predict(arch)
+            self.timed.append(ms)
+            out.append(BenchResult.from_samples(Path(p), [ms, ms, ms]))
+        return out
+
+
+@pytest.fixture
+def arch_files(monkeypatch):
+    """Export = write the module's ArchConfig where the .tflite file would go."""
+    from srsearch.latency import runner
+
+    def export(module, shape, path, options):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(module.arch.to_json())
+        return Path(path)
+
+    monkeypatch.setattr(runner, "export_tflite", export)
+
+
+def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_dir, tmp_path,
+                                                             arch_files):
+    from srsearch.search.run import CHECK_FILE, chosen_dir
+
+    out = tmp_path / "run"
+    # window [0.85, 1.0] x budget = the search's own floor: round 1 (predictor x 0.8) can only
+    # choose nets the device times inside it
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=12, stage3_trials=0,
+                    finetune_steps=0, crop=16, measured_floor=0.85)
+    device = SpeedDevice(0.8)
+    s = run_search(supernet, FakePredictor(), cfg, out, device=device)
+    check = json.loads((out / CHECK_FILE).read_text())
+    r0, r1 = check["rounds"]
+    assert r0["measured_ms"] < 0.85 * BUDGET and not r0["in_window"]  # 0.8 x <= 1.2 ms
+    assert r1["calibration"] == pytest.approx(0.8) and r1["in_window"]
+    assert (check["accepted"], check["accepted_dir"], check["in_window"]) == (1, "cal1", True)
+    assert chosen_dir(out) == out / "cal1"
+    assert json.loads((out / "cal1" / "arch.json").read_text()) == s["arch"]
+    assert s["arch"] != json.loads((out / "arch.json").read_text())  # round 0 kept on disk
+    assert 0.85 * BUDGET <= s["measured_latency_ms"] <= BUDGET  # the final model, timed
+    assert s["latency_check"]["accepted"] == 1
+    # resumed: every round is on file, nothing is measured again but the final model
+    device2 = SpeedDevice(0.8)
+    again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
+    assert again["arch"] == s["arch"] and len(device2.timed) == 1
+
+
+def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, image_dir,
+                                                                  tmp_path, arch_files):
+    from srsearch.search.run import CHECK_FILE, chosen_dir
+
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=6, stage3_trials=0,
+                    finetune_steps=0, crop=16, measured_floor=0.85)
+    device = SpeedDevice(1.0)
+    s = run_search(supernet, FakePredictor(), cfg, out, device=device)
+    check = json.loads((out / CHECK_FILE).read_text())
+    assert [r["in_window"] for r in check["rounds"]] == [True] == [s["latency_check"]["in_window"]]
+    assert chosen_dir(out) == out and not (out / "cal1").exists()
+    assert len(device.timed) == 2  # the check, then the fine-tuned model
+
+
+def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir, tmp_path,
+                                                            arch_files, capsys):
+    """A target 5x slower than the table: scaled by 5, no net of the space fits the budget, so
+    round 1 has nothing to choose; the run keeps round 0 and says why."""
+    from srsearch.search.run import CHECK_FILE
+
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
+                    finetune_steps=0, crop=16)
+    run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(5.0))
+    check = json.loads((out / CHECK_FILE).read_text())
+    assert len(check["rounds"]) == 1 and check["accepted"] == 0 and not check["in_window"]
+    assert "round 1 found no architecture" in check["note"]
+    assert "no round measured within" in capsys.readouterr().out
+
+
+def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_dir, tmp_path,
+                                                               arch_files):
+    from srsearch.search.run import CHECK_FILE
+
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
+                    finetune_steps=0, crop=16)
+    s = run_search(supernet, FakePredictor(), cfg, tmp_path / "a")
+    assert s["latency_check"] is None and not (tmp_path / "a" / CHECK_FILE).exists()
+    device = SpeedDevice(0.5)
+    s = run_search(supernet, FakePredictor(), replace(cfg, latency_rounds=0), tmp_path / "b",
+                   device=device)
+    assert s["latency_check"] is None and len(device.timed) == 1  # only the final model
+
+
+def test_latency_check_settings_are_checked():
+    with pytest.raises(UserError, match="--measured-floor 1.0 is invalid"):
+        RunConfig(budget_ms=BUDGET, measured_floor=1.0)
+    with pytest.raises(UserError, match="--latency-rounds -1 is invalid"):
+        RunConfig(budget_ms=BUDGET, latency_rounds=-1)
+
+
+def test_report_states_the_latency_check():
+    from srsearch.pipeline.report import latency_check_line
+
+    assert latency_check_line(None) == ""
+    one = {"window_ms": [27.0, 30.0], "rounds": [{"measured_ms": 28.1}], "accepted": 0,
+           "in_window": True, "note": None}
+    assert latency_check_line(one) == (" Latency check: the chosen net measured 28.10 ms on "
+                                       "the target, within [27.00, 30.00] ms; kept round 0.")
+    two = {**one, "rounds": [{"measured_ms": 25.7}, {"measured_ms": 31.2}], "in_window": False}
+    line = latency_check_line(two)
+    assert "25.70, 31.20 ms in 2 rounds" in line and "**outside**" in line
+
+
 def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_dir, tmp_path):
     from srsearch.search.finetune import finetune
     from srsearch.train.training import TrainConfig

@@ -78,6 +78,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerank-steps", type=int, default=1000, help="fine-tune steps per "
                    "re-ranked candidate")
     p.add_argument(
+        "--latency-rounds", type=int, default=2, metavar="N",
+        help="with --measure: when the chosen net, timed on the target, falls outside "
+        "[--measured-floor x budget, budget], search again with the latency model scaled by "
+        "measured/predicted, at most N times (0: no check; default: %(default)s)",
+    )
+    p.add_argument(
+        "--measured-floor", type=float, default=0.9, metavar="F",
+        help="lower end of that window, x budget (default: %(default)s)",
+    )
+    p.add_argument(
         "--finetune-steps",
         type=int,
         default=1000,

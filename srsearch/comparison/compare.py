@@ -128,15 +128,18 @@ def export_models(
 
 def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, Any]]:
     """The compact model's weights as the search handed them to its fine-tune: the supernet's
-    subnet of ``arch.json``, pruned as ``prune.json`` says."""
+    subnet of ``arch.json``, pruned as ``prune.json`` says (those of the round the latency
+    check accepted)."""
 
     def init() -> dict[str, Any]:
         from srsearch.search.pruning import PruneConfig, apply_pruning
+        from srsearch.search.run import chosen_dir
         from srsearch.train.supernet_training import load_supernet
         from supernet.space import ArchConfig
 
-        arch = ArchConfig.from_json((run.run_dir / "arch.json").read_text())
-        prune = PruneConfig.from_json((run.run_dir / "prune.json").read_text())
+        chosen = chosen_dir(run.run_dir)  # the latency check's accepted round
+        arch = ArchConfig.from_json((chosen / "arch.json").read_text())
+        prune = PruneConfig.from_json((chosen / "prune.json").read_text())
         subnet = load_supernet(supernet_path).get_active_subnet(arch).eval()
         return apply_pruning(subnet, prune).state_dict()
 

@@ -58,6 +58,11 @@ class PipelineConfig:
     rerank: int = _doc(8, "stage 2's best candidates fine-tuned --rerank-steps each to pick "
                        "from (0: stage 2's pick)")
     rerank_steps: int = _doc(1000, "fine-tune steps per re-ranked candidate")
+    latency_rounds: int = _doc(
+        2, "search again (predictor scaled by measured/predicted) at most this many times "
+        "when the chosen net, timed on the target, falls outside [measured_floor x budget, "
+        "budget] (0: no check)")
+    measured_floor: float = _doc(0.9, "lower end of that window, x budget")
     latency_runs: int = _doc(10, "benchmark runs per latency-table entry")
     latency_nets: int = _doc(20, "whole nets measured to fit the latency model's net term")
     validate_nets: int = _doc(10, "whole nets measured to validate the latency model (0: skip)")

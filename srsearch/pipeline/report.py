@@ -72,7 +72,9 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     ]
     if "search" in done:
         s = done["search"]
-        rerank = run_dir / "search" / "rerank" / "rerank.json"
+        from srsearch.search.run import chosen_dir
+
+        rerank = chosen_dir(run_dir / "search") / "rerank" / "rerank.json"
         rr = ""
         if rerank.is_file():
             r = json.loads(rerank.read_text())
@@ -82,7 +84,7 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         lines += [
             f"Search: {s['candidates_scored']} candidates scored in "
             f"{s['search_wall_s']:.0f} s; predicted latency "
-            f"{s['predicted_latency_ms']:.2f} ms.{rr}",
+            f"{s['predicted_latency_ms']:.2f} ms.{rr}{latency_check_line(s.get('latency_check'))}",
             "",
         ]
     if "latency" in done and "mape_pct" in done["latency"]:
@@ -149,3 +151,20 @@ def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
     psnr = {name: r["psnr"] for name, r in rows.items() if name != "searched-scratch"}
     return report_grid(load_images(cfg.data, cfg.scale, "val"), models, psnr, lat,
                        cfg.budget_ms, cfg.scale, run_dir / "crops.png")["markdown"]
+
+
+def latency_check_line(check: dict | None) -> str:
+    """The search's latency check in one sentence (empty when it did not run)."""
+    if not check or not check.get("rounds"):
+        return ""
+    lo, hi = check["window_ms"]
+    times = ", ".join(f"{r['measured_ms']:.2f}" for r in check["rounds"])
+    if len(check["rounds"]) == 1:
+        head = f" Latency check: the chosen net measured {times} ms on the target"
+    else:
+        head = (f" Latency check: measured {times} ms in {len(check['rounds'])} rounds (each "
+                "after searching again with the latency model scaled by the previous round's "
+                "measured/predicted ratio)")
+    verdict = ("within" if check["in_window"] else "**outside**")
+    return (f"{head}, {verdict} [{lo:.2f}, {hi:.2f}] ms; kept round {check['accepted']}."
+            + (f" ({check['note']})" if check.get("note") else ""))

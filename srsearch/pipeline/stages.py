@@ -131,18 +131,24 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.train.supernet_training import load_supernet
 
     rcfg = cfg.run_config()
+    predictor = LatencyModel.load(run_dir / "latency" / "lut.json")
     summary = run_search(
         load_supernet(run_dir / "supernet"),
-        LatencyModel.load(run_dir / "latency" / "lut.json"),
+        predictor,
         rcfg,
         run_dir / "search",
         resume=True,
         progress=True,
         supernet_path=run_dir / "supernet",
+        # the latency check times the chosen net on the target (and the report's measured
+        # latency comes from the bench stage, on the same target)
+        device=_device(cfg) if rcfg.latency_rounds > 0 else None,
+        export_options=predictor.export_spec,
     )
     return {
         k: summary[k]
-        for k in ("predicted_latency_ms", "psnr", "ssim", "search_wall_s", "candidates_scored")
+        for k in ("predicted_latency_ms", "psnr", "ssim", "search_wall_s", "candidates_scored",
+                  "latency_check")
     }
 
 

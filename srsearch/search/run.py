@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,14 @@ from supernet.space import ArchConfig, SearchSpace, macs, params
 
 
 def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
-                    export_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    export_options: Mapping[str, Any] | None = None,
+                    name: str = "model.tflite") -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
-    e.g. ``channels_last_io``) and time it on ``device`` (an `android_bench.Device`)."""
+    e.g. ``channels_last_io``) as ``out/name`` and time it on ``device`` (an
+    `android_bench.Device`)."""
     from srsearch.latency.runner import export_tflite
 
-    path = export_tflite(model, (1, 3, *lr_hw), out / "model.tflite", export_options or {})
+    path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
     result = device.benchmark([path])[0]
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
@@ -107,8 +109,6 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                 supernet_path: Path | None = None) -> dict[str, Any]:
     from srsearch.data.datasets import load_images
     from srsearch.models.modelio import load_model_file, save_model
-    from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
-    from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
     space = supernet.space
     scale = space.scale
@@ -123,6 +123,103 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     supernet = supernet.eval()
     images = load_images(cfg.data, scale, "val")
     evaluator = SubnetEvaluator(supernet, images, scale, crop=cfg.crop)
+    lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
+    choice = _choose(supernet, predictor, cfg, out, evaluator, progress)
+    check = None
+    model_path = out / "model.pt"
+    if (out / CHECK_FILE).is_file() or (device is not None and cfg.latency_rounds > 0
+                                        and not model_path.is_file()):
+        choice, check = _latency_check(supernet, predictor, cfg, out, evaluator, progress,
+                                       choice, device, lr_hw, export_options)
+    s2, s3, arch, prune = choice.s2, choice.s3, choice.arch, choice.prune
+    subnet = supernet.get_active_subnet(arch).eval()
+
+    # --- fine-tune ---
+    if not model_path.is_file():
+        compact = apply_pruning(subnet, prune).eval()
+        ft: dict[str, Any] = {"steps": 0}
+        if cfg.finetune_steps > 0:
+            from srsearch.search.finetune import finetune
+
+            tcfg = cfg.train_config(scale)
+            teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
+            t0 = time.perf_counter()
+            compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
+                                   distill=cfg.distill)
+            ft["wall_s_last_start"] = time.perf_counter() - t0
+        save_model(compact, model_path, extra={"finetune": ft, "arch": arch.to_dict(),
+                                                "prune": prune.to_dict()})
+    model, extra = load_model_file(model_path)
+
+    # --- evaluate, measure, report ---
+    from srsearch.evaluation.evaluate import evaluate
+
+    final_arch = prune.pruned_arch()
+    result = evaluate(model, images, scale)
+    measured = (measure_latency(model, device, lr_hw, out, export_options)
+                if device is not None else None)
+    pred_ms = float(predictor.predict(final_arch))
+    final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
+    plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),
+                final_point, baselines, floor_ms=choice.s2_floor,
+                stage2_budget_ms=choice.s2_budget)
+    stages = {"stage2": _stage_summary(s2), **({"stage3": _stage_summary(s3)} if s3 else {})}
+    summary = {
+        "budget_ms": cfg.budget_ms,
+        "floor_ms": choice.floor_ms,
+        "stage2_budget_ms": choice.s2_budget,
+        "target": config["target"],
+        "arch": arch.to_dict(),
+        "pruned_arch": final_arch.to_dict(),
+        "predicted_latency_ms": pred_ms,
+        "measured_latency_ms": measured["median_ms"] if measured else None,
+        "measured": measured,
+        "latency_check": check,
+        "psnr": result["mean"]["psnr"],
+        "ssim": result["mean"]["ssim"],
+        "psnr_bicubic": result["mean"]["psnr_bicubic"],
+        "ssim_bicubic": result["mean"]["ssim_bicubic"],
+        "val_images": len(images),
+        "params": params(final_arch),
+        "macs": macs(final_arch, lr_hw),
+        "lr_hw": list(lr_hw),
+        "search_wall_s": sum(s["wall_s"] for s in stages.values()),
+        "candidates_scored": sum(s["n_scored"] for s in stages.values()),
+        "stages": stages,
+        "finetune": extra.get("finetune"),
+        "search_metric": f"Y-PSNR/SSIM with inherited weights on {cfg.crop}x{cfg.crop} LR "
+                         "center crops" if cfg.crop else "whole images",
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+CHECK_FILE = "latency_check.json"
+
+
+@dataclass
+class Choice:
+    """What stages 2 and 3 chose in one folder (the run directory, or a calibration round's
+    ``cal<k>/``), with the latency window they searched in."""
+
+    dir: Path
+    s2: Stage2Result
+    s3: Any  # Stage3Result, or None without a pruning search
+    arch: ArchConfig
+    prune: PruneConfig
+    floor_ms: float
+    s2_budget: float
+    s2_floor: float
+
+
+def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
+            evaluator: SubnetEvaluator, progress: bool) -> Choice:
+    """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there)."""
+    from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
+    from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
+
+    space = supernet.space
+    out.mkdir(parents=True, exist_ok=True)
     db = out / "search.db"
     csv_path = out / "trials.csv"
 
@@ -157,7 +254,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
             from srsearch.search.rerank import apply_choice, rerank
 
             ranked = rerank(supernet, s2.trials, cfg.rerank,
-                            cfg.train_config(scale, cfg.rerank_steps), out / "rerank")
+                            cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank")
             s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())
@@ -180,65 +277,96 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
         write_text(prune_path, PruneConfig(arch).to_json())
     prune = PruneConfig.from_json(prune_path.read_text())
     write_trials_csv(csv_path, {"stage2": s2.trials, **({"stage3": s3.trials} if s3 else {})})
+    return Choice(out, s2, s3, arch, prune, floor_ms, s2_budget, s2_floor)
 
-    # --- fine-tune ---
-    model_path = out / "model.pt"
-    if not model_path.is_file():
-        compact = apply_pruning(subnet, prune).eval()
-        ft: dict[str, Any] = {"steps": 0}
-        if cfg.finetune_steps > 0:
-            from srsearch.search.finetune import finetune
 
-            tcfg = cfg.train_config(scale)
-            teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
-            t0 = time.perf_counter()
-            compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
-                                   distill=cfg.distill)
-            ft["wall_s_last_start"] = time.perf_counter() - t0
-        save_model(compact, model_path, extra={"finetune": ft, "arch": arch.to_dict(),
-                                                "prune": prune.to_dict()})
-    model, extra = load_model_file(model_path)
+class CalibratedPredictor:
+    """``predictor`` times ``ratio``: measured over predicted ms of a net timed end to end on
+    the target. The latency check's correction when the target runs at another speed than
+    when its table was measured (other load, another clock or thermal state): on a 2-core
+    host, timings drift 5-15 % within an hour (docs/latency.md)."""
 
-    # --- evaluate, measure, report ---
-    from srsearch.evaluation.evaluate import evaluate
+    def __init__(self, predictor: LatencyPredictor, ratio: float) -> None:
+        self.predictor, self.ratio = predictor, float(ratio)
 
-    final_arch = prune.pruned_arch()
-    lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
-    result = evaluate(model, images, scale)
-    measured = (measure_latency(model, device, lr_hw, out, export_options)
-                if device is not None else None)
-    pred_ms = float(predictor.predict(final_arch))
-    final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
-    plot_pareto(out / "pareto.png", s2.trials, cfg.budget_ms, (s2.latency_ms, s2.psnr),
-                final_point, baselines, floor_ms=s2_floor, stage2_budget_ms=s2_budget)
-    stages = {"stage2": _stage_summary(s2), **({"stage3": _stage_summary(s3)} if s3 else {})}
-    summary = {
-        "budget_ms": cfg.budget_ms,
-        "floor_ms": floor_ms,
-        "stage2_budget_ms": s2_budget,
-        "target": config["target"],
-        "arch": arch.to_dict(),
-        "pruned_arch": final_arch.to_dict(),
-        "predicted_latency_ms": pred_ms,
-        "measured_latency_ms": measured["median_ms"] if measured else None,
-        "measured": measured,
-        "psnr": result["mean"]["psnr"],
-        "ssim": result["mean"]["ssim"],
-        "psnr_bicubic": result["mean"]["psnr_bicubic"],
-        "ssim_bicubic": result["mean"]["ssim_bicubic"],
-        "val_images": len(images),
-        "params": params(final_arch),
-        "macs": macs(final_arch, lr_hw),
-        "lr_hw": list(lr_hw),
-        "search_wall_s": sum(s["wall_s"] for s in stages.values()),
-        "candidates_scored": sum(s["n_scored"] for s in stages.values()),
-        "stages": stages,
-        "finetune": extra.get("finetune"),
-        "search_metric": f"Y-PSNR/SSIM with inherited weights on {cfg.crop}x{cfg.crop} LR "
-                         "center crops" if cfg.crop else "whole images",
-    }
-    write_json(out / "summary.json", summary)
-    return summary
+    def predict(self, arch: ArchConfig) -> float:
+        return self.ratio * float(self.predictor.predict(arch))
+
+    def __getattr__(self, name: str) -> Any:  # fingerprint_id, lr_hw, ... of the table
+        return getattr(self.predictor, name)
+
+
+def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, out: Path,
+                   evaluator: SubnetEvaluator, progress: bool, first: Choice, device: Any,
+                   lr_hw: tuple[int, int], export_options: Mapping[str, Any] | None,
+                   ) -> tuple[Choice, dict[str, Any]]:
+    """Time the chosen pruned architecture end to end; outside ``[measured_floor x budget,
+    budget]``, search again (stages 2 and 3 in ``cal<k>/``) with the predictor scaled by that
+    round's measured/predicted ratio, up to ``cfg.latency_rounds`` times. Every round is
+    recorded in ``latency_check.json`` (a resumed run re-measures nothing it has); returns the
+    accepted round's choice (the first in the window, else the slowest within the budget,
+    else the fastest) and the record."""
+    from srsearch.common.atomic import read_json
+    from supernet.subnet import SubNet
+
+    path = out / CHECK_FILE
+    lo, hi = cfg.measured_floor * cfg.budget_ms, cfg.budget_ms
+    state = read_json(path) or {}
+    rounds: list[dict[str, Any]] = list(state.get("rounds", []))
+    choices, ratio, note = [first], 1.0, None
+    for k in range(cfg.latency_rounds + 1):
+        choice = choices[k]
+        arch = choice.prune.pruned_arch()
+        if k < len(rounds) and rounds[k]["arch"] == arch.to_dict():
+            row = rounds[k]
+        elif device is None:
+            note = f"round {k} was not measured: no device given"
+            break
+        else:
+            model = SubNet(arch).eval()  # the timing depends on the ops, not the weights
+            ms = measure_latency(model, device, lr_hw, choice.dir, export_options,
+                                 name="check.tflite")["median_ms"]
+            row = {"round": k, "dir": choice.dir.name if k else ".", "calibration": ratio,
+                   "arch": arch.to_dict(), "predicted_ms": float(predictor.predict(arch)),
+                   "measured_ms": ms}
+            rounds[k:] = [row]
+            write_json(path, {**state, "rounds": rounds})
+        row["in_window"] = lo <= row["measured_ms"] <= hi
+        print(f"[search] latency check {k}: {row['measured_ms']:.2f} ms measured, "
+              f"{row['predicted_ms'] * row['calibration']:.2f} predicted; window "
+              f"[{lo:.2f}, {hi:.2f}] ms: {'in' if row['in_window'] else 'out'}", flush=True)
+        if row["in_window"] or k == cfg.latency_rounds:
+            break
+        ratio = row["measured_ms"] / row["predicted_ms"]
+        try:
+            choices.append(_choose(supernet, CalibratedPredictor(predictor, ratio), cfg,
+                                   out / f"cal{k + 1}", evaluator, progress))
+        except UserError as exc:  # e.g. no net fits the corrected budget
+            note = f"round {k + 1} found no architecture: {exc}"
+            break
+    rounds = rounds[:len(choices)]
+    ok = [i for i, r in enumerate(rounds) if r["in_window"]]
+    under = [i for i, r in enumerate(rounds) if r["measured_ms"] <= hi]
+    accepted = (ok[0] if ok else max(under, key=lambda i: rounds[i]["measured_ms"]) if under
+                else min(range(len(rounds)), key=lambda i: rounds[i]["measured_ms"]))
+    state = {"budget_ms": cfg.budget_ms, "window_ms": [lo, hi], "rounds": rounds,
+             "accepted": accepted, "accepted_dir": rounds[accepted]["dir"],
+             "in_window": bool(ok), "note": note}
+    write_json(path, state)
+    if not ok:
+        print(f"[search] warning: no round measured within [{lo:.2f}, {hi:.2f}] ms; kept round "
+              f"{accepted} ({rounds[accepted]['measured_ms']:.2f} ms)"
+              + (f"; {note}" if note else ""), flush=True)
+    return choices[accepted], state
+
+
+def chosen_dir(run_dir: Path) -> Path:
+    """The folder whose ``arch.json``/``prune.json`` the run's model was made from: the run
+    directory, or the calibration round (``cal<k>/``) its latency check accepted."""
+    from srsearch.common.atomic import read_json
+
+    check = read_json(Path(run_dir) / CHECK_FILE) or {}
+    return Path(run_dir) / check.get("accepted_dir", ".")
 
 
 class PrunableLatency:

@@ -42,6 +42,11 @@ class RunConfig:
             ``rerank_steps`` steps and the best after that is kept (0 or 1: stage 2's pick;
             `srsearch.search.rerank`).
         rerank_steps: Fine-tune steps per re-ranked candidate.
+        latency_rounds: With a device to measure on: when the chosen pruned architecture,
+            timed end to end, falls outside ``[measured_floor x budget_ms, budget_ms]``,
+            stages 2 and 3 run again with the predictor scaled by measured/predicted, up to
+            this many times (`run._latency_check`); 0: no check.
+        measured_floor: The lower end of that window, as a fraction of the budget.
         finetune_steps: Fine-tuning steps (0: keep the inherited weights).
         sampler: Stage-2 sampler (`stage2.SAMPLERS`).
         stage3_sampler: "gp" or "tpe".
@@ -61,6 +66,8 @@ class RunConfig:
     stage3_trials: int = 40
     rerank: int = 0
     rerank_steps: int = 1000
+    latency_rounds: int = 2
+    measured_floor: float = 0.9
     finetune_steps: int = 1000
     sampler: str = "evolution"
     stage3_sampler: str = "gp"
@@ -84,6 +91,8 @@ class RunConfig:
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
             "--rerank": (self.rerank >= 0, "0 or more"),
             "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
+            "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
+            "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
             "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
             "--stage3-sampler": (self.stage3_sampler in STAGE3_SAMPLERS,

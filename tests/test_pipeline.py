@@ -189,6 +189,26 @@ def test_pipeline_values_are_checked_by_their_owner_before_any_work(field, value
     assert str(e.value).startswith(words)
 
 
+@pytest.mark.parametrize("field", ["search_data", "eval_data"])
+def test_pipeline_data_read_late_is_checked_before_any_work(field, tmp_path, image_dir):
+    """The search's images and the evaluation sets are read after hours of training: a wrong
+    spec is refused when the config is made, naming the key."""
+    from srsearch.common.errors import UserError
+    from srsearch.pipeline import PipelineConfig
+
+    bad = str(tmp_path / "nowhere")
+    value = bad if field == "search_data" else (bad,)
+    with pytest.raises(UserError, match=f"^{field} {bad}: is neither a known set nor a folder"):
+        PipelineConfig(**{field: value})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=f"^{field} {empty}: no image files"):
+        PipelineConfig(**{field: str(empty) if field == "search_data" else (str(empty),)})
+    good = str(image_dir) if field == "search_data" else (str(image_dir),)
+    assert PipelineConfig(**{field: good}).run_config().search_data == (
+        str(image_dir) if field == "search_data" else None)
+
+
 def test_pipeline_builds_the_search_and_training_configs_from_its_fields():
     from srsearch.pipeline import PipelineConfig
 

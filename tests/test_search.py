@@ -630,6 +630,48 @@ def test_report_states_the_latency_check():
     assert "25.70, 31.20 ms in 2 rounds" in line and "**outside**" in line
 
 
+def test_report_says_which_images_chose_the_searched_net():
+    from srsearch.pipeline import PipelineConfig
+    from srsearch.pipeline.report import search_images_line
+
+    assert "`builtin`'s val split, the first table below" in search_images_line(
+        PipelineConfig())
+    assert "which no table below reports on" in search_images_line(
+        PipelineConfig(search_data="builtin"))
+
+
+# --- the search's own images (--search-data) -----------------------------------------------------
+
+
+def test_search_scores_on_search_data_and_keeps_it_on_resume(supernet, image_dir, images,
+                                                             tmp_path):
+    from PIL import Image
+
+    tune = tmp_path / "tune"
+    tune.mkdir()
+    for im in images:  # two 32x32 photos the run reports nothing on
+        Image.fromarray(im.hr).save(tune / f"{im.name}.png")
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), search_data=str(tune), trials=3,
+                    stage3_trials=0, finetune_steps=0, crop=16)
+    s = run_search(supernet, FakePredictor(), cfg, out)
+    assert (s["val_data"], s["val_images"]) == (str(tune), 2)  # all of it, not a split
+    assert cfg.train_config(2, 5).val_data == str(tune)  # re-rank and fine-tune validate there
+    with pytest.raises(UserError, match="search_data"):
+        run_search(supernet, FakePredictor(), replace(cfg, search_data=None), out, resume=True)
+    plain = run_search(supernet, FakePredictor(), replace(cfg, search_data=None),
+                       tmp_path / "plain")
+    assert (plain["val_data"], plain["val_images"]) == (f"{image_dir}:val", 1)
+
+
+def test_bad_search_data_is_refused_before_anything_is_written(supernet, image_dir, tmp_path):
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), search_data=str(tmp_path / "no"),
+                    trials=3, stage3_trials=0, finetune_steps=0, crop=16)
+    with pytest.raises(UserError, match="^--search-data .*no: is neither a known set"):
+        run_search(supernet, FakePredictor(), cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_finetune_distils_from_the_largest_subnet_and_resumes(supernet, image_dir, tmp_path):
     from srsearch.search.finetune import finetune
     from srsearch.train.training import TrainConfig

@@ -61,8 +61,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--data",
         default="builtin",
         metavar="SPEC",
-        help="'builtin', a folder of HR images, or div2k:ROOT; its val split scores "
-        "candidates, its train split fine-tunes (default: %(default)s)",
+        help="'builtin', a folder of HR images, or div2k:ROOT; its train split fine-tunes, "
+        "its val split scores candidates unless --search-data is given (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
+        "--search-data",
+        default=None,
+        metavar="SPEC",
+        help="score and re-rank candidates on every image of SPEC instead of --data's val "
+        "split: images you will not report on, so that the choice does not flatter them",
     )
     p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -234,6 +234,25 @@ def _provided_lr(entry: _Entry, hr: np.ndarray, scale: int) -> np.ndarray:
     return lr
 
 
+def check_spec(spec: str, scale: int, split: str = "all", flag: str = "--data") -> int:
+    """The number of files ``spec`` names for ``split``, listed without decoding any: a
+    setting that is read late (the search's or the evaluation's images) is checked before
+    hours of training. Errors name ``flag``.
+
+    Raises:
+        UserError: unknown spec, bad scale or split, or no image file in the split.
+    """
+    try:
+        _check_args(spec, scale, split)
+        entries, _ = _entries(spec, scale, split)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--data ", f"{flag} ", 1)) from None
+    if not entries:
+        raise UserError(f"{flag} {spec}: no image files in split {split!r}; give a folder of "
+                        "HR images, 'builtin' or 'div2k:ROOT'")
+    return len(entries)
+
+
 def load_images(
     spec: str, scale: int, split: str = "all", *, cache_dir: Path | None = None
 ) -> list[SRImage]:

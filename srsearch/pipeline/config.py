@@ -29,6 +29,9 @@ class PipelineConfig:
     ``--budget-ms``) and a key of a ``--config FILE`` (TOML); flags override the file."""
 
     data: str = _doc("builtin", "training data: 'builtin', a folder of HR images or div2k:ROOT")
+    search_data: str | None = _doc(
+        None, "images the search scores and re-ranks candidates on (a data spec, every image; "
+        "default: the val split of --data); give images the report is not about")
     eval_data: tuple[str, ...] = _doc(
         (), "extra evaluation sets (data specs); the val split of --data is always used"
     )
@@ -93,7 +96,14 @@ class PipelineConfig:
         self.train_config(self.train_steps, steps_key="train_steps")
         self.train_config(self.supernet_steps, steps_key="supernet_steps",
                           lr_patch=SUPERNET_LR_PATCH)
+        from srsearch.data.datasets import check_spec
         from srsearch.latency.build import PRECISIONS
+
+        # read only after hours of training: checked (listed, not decoded) now
+        if self.search_data:
+            check_spec(self.search_data, self.scale, flag="search_data")
+        for spec in self.eval_data:
+            check_spec(spec, self.scale, flag="eval_data")
 
         if self.deploy_precision not in PRECISIONS:
             raise UserError(f"pipeline config: deploy_precision {self.deploy_precision!r} must "

@@ -84,7 +84,8 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         lines += [
             f"Search: {s['candidates_scored']} candidates scored in "
             f"{s['search_wall_s']:.0f} s; predicted latency "
-            f"{s['predicted_latency_ms']:.2f} ms.{rr}{latency_check_line(s.get('latency_check'))}",
+            f"{s['predicted_latency_ms']:.2f} ms.{rr}{latency_check_line(s.get('latency_check'))}"
+            f"{search_images_line(cfg)}",
             "",
         ]
     if "latency" in done and "mape_pct" in done["latency"]:
@@ -168,3 +169,13 @@ def latency_check_line(check: dict | None) -> str:
     verdict = ("within" if check["in_window"] else "**outside**")
     return (f"{head}, {verdict} [{lo:.2f}, {hi:.2f}] ms; kept round {check['accepted']}."
             + (f" ({check['note']})" if check.get("note") else ""))
+
+
+def search_images_line(cfg) -> str:
+    """Which images chose the searched net, and so which table below it may flatter."""
+    if cfg.search_data:
+        return (f" Candidates were scored and re-ranked on `{cfg.search_data}`, which no table "
+                "below reports on.")
+    return (f" Candidates were scored and re-ranked on `{cfg.data}`'s val split, the first "
+            "table below: the choice favours the searched row there (give `--search-data` "
+            "images you do not report on); the `--eval-data` sets played no part in it.")

@@ -97,6 +97,10 @@ def run_search(
     # subnet meets, must not leave a config.json behind (a plain retry would be refused, and
     # --resume with another budget too).
     predictor.check_covers(supernet.space)
+    if cfg.search_data:
+        from srsearch.data.datasets import check_spec
+
+        check_spec(cfg.search_data, supernet.space.scale, flag="--search-data")
     check_budget(supernet.space, predictor, cfg.budget_ms * (1 + cfg.overshoot))
     with run_dir_lock(Path(out)) as out:
         return _run_search(supernet, predictor, cfg, out, resume, device, baselines,
@@ -107,7 +111,6 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                 resume: bool, device: Any, baselines: Mapping[str, tuple[float, float]] | None,
                 export_options: Mapping[str, Any] | None, progress: bool,
                 supernet_path: Path | None = None) -> dict[str, Any]:
-    from srsearch.data.datasets import load_images
     from srsearch.models.modelio import load_model_file, save_model
 
     space = supernet.space
@@ -121,7 +124,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
               "supernet_path": str(Path(supernet_path).resolve()) if supernet_path else None}
     _check_run_dir(out, config, resume)
     supernet = supernet.eval()
-    images = load_images(cfg.data, scale, "val")
+    images = search_images(cfg, scale)
     evaluator = SubnetEvaluator(supernet, images, scale, crop=cfg.crop)
     lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
     choice = _choose(supernet, predictor, cfg, out, evaluator, progress)
@@ -180,6 +183,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
         "psnr_bicubic": result["mean"]["psnr_bicubic"],
         "ssim_bicubic": result["mean"]["ssim_bicubic"],
         "val_images": len(images),
+        "val_data": cfg.search_data or f"{cfg.data}:val",
         "params": params(final_arch),
         "macs": macs(final_arch, lr_hw),
         "lr_hw": list(lr_hw),
@@ -192,6 +196,16 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def search_images(cfg: RunConfig, scale: int) -> list:
+    """The images the search scores candidates on: every image of ``cfg.search_data``, or
+    the val split of ``cfg.data``."""
+    from srsearch.data.datasets import load_images
+
+    if cfg.search_data:
+        return load_images(cfg.search_data, scale, "all")
+    return load_images(cfg.data, scale, "val")
 
 
 CHECK_FILE = "latency_check.json"

@@ -16,10 +16,10 @@ from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
 # Settings that change what a finished step holds; a resumed run must keep them.
-_FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "crop", "sampler", "stage3_sampler",
-          "seed", "max_ratio", "rerank", "rerank_steps")
+_FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "search_data", "crop", "sampler",
+          "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps")
 # What a run's config.json written before a setting existed implies for it.
-_BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000}
+_BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None}
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,12 @@ class RunConfig:
         overshoot: Stage 2 searches under ``(1 + overshoot) * budget_ms`` (its floor scaled
             alike) and stage 3 must prune the choice back under ``budget_ms``; 0: stage 2
             searches under the budget and stage 3 may prune further.
-        data: Data spec; its val split scores candidates, its train split fine-tunes.
+        data: Data spec; its train split fine-tunes, and its val split scores candidates
+            unless ``search_data`` is given.
+        search_data: Data spec whose every image scores and re-ranks the candidates (and
+            validates the search's trainings): images the run's results are not reported on,
+            so that the choice does not flatter them (e.g. t91's last 11 when sun80's last 10
+            are reported). None: the val split of ``data``.
         trials: Stage-2 finished trials in total.
         stage3_trials: Stage-3 finished trials (0: no pruning search).
         rerank: Stage 2's best this many distinct candidates are each fine-tuned
@@ -62,6 +67,7 @@ class RunConfig:
     budget_floor: float = 0.85
     overshoot: float = 0.0
     data: str = "builtin"
+    search_data: str | None = None
     trials: int = 200
     stage3_trials: int = 40
     rerank: int = 0
@@ -117,13 +123,15 @@ class RunConfig:
 
     def train_config(self, scale: int, steps: int | None = None, lr: float | None = None):
         """The fine-tune's `TrainConfig` (``steps``/``lr`` override; `srsearch compare` trains
-        the baselines with it so that they get the same data, steps, batch, patch and seed)."""
+        the baselines with it so that they get the same data, steps, batch, patch and seed),
+        validated on the search's images (``search_data``)."""
         from srsearch.common.settings import build_config
         from srsearch.train.training import TrainConfig
 
         steps = steps or self.finetune_steps
         return build_config(TrainConfig, asdict(self), scale=scale, max_steps=steps,
                             lr=self.lr if lr is None else lr, val_every=steps,
+                            val_data=self.search_data,
                             ckpt_every=max(1, min(100, steps)))
 
 

@@ -565,6 +565,25 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
     assert again["arch"] == s["arch"] and len(device2.timed) == 1
 
 
+def test_a_corrected_search_keeps_to_the_measured_window(supernet, image_dir, tmp_path,
+                                                          arch_files):
+    """Round 0 searches --budget-floor's band (0.85 x budget); a correction round only nets
+    predicted (corrected) inside the window it must hit (0.9 x budget and up)."""
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=12, stage3_trials=0,
+                    finetune_steps=0, crop=16, measured_floor=0.9, latency_rounds=1)
+    run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(0.8))
+
+    def feasible(path):
+        with path.open() as f:
+            return [float(r["latency_ms"]) for r in csv.DictReader(f)
+                    if r["stage"] == "stage2" and r["feasible"] == "True"]
+
+    assert min(feasible(out / "trials.csv")) >= 0.85 * BUDGET
+    assert feasible(out / "cal1" / "trials.csv")
+    assert min(feasible(out / "cal1" / "trials.csv")) >= 0.9 * BUDGET
+
+
 def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, image_dir,
                                                                   tmp_path, arch_files):
     from srsearch.search.run import CHECK_FILE, chosen_dir

@@ -227,8 +227,9 @@ class Choice:
 
 
 def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
-            evaluator: SubnetEvaluator, progress: bool) -> Choice:
-    """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there)."""
+            evaluator: SubnetEvaluator, progress: bool, floor: float | None = None) -> Choice:
+    """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there), both
+    considering nets predicted in [``floor`` (default ``cfg.budget_floor``) x budget, budget]."""
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
@@ -238,9 +239,10 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
     csv_path = out / "trials.csv"
 
     # --- stage 2 (under the overshot budget, if any; stage 3 prunes back under the budget) ---
-    floor_ms = latency_floor(space, predictor, cfg.budget_ms, cfg.budget_floor)
+    floor = cfg.budget_floor if floor is None else floor
+    floor_ms = latency_floor(space, predictor, cfg.budget_ms, floor)
     s2_budget = cfg.budget_ms * (1 + cfg.overshoot)
-    s2_floor = latency_floor(space, predictor, s2_budget, cfg.budget_floor)
+    s2_floor = latency_floor(space, predictor, s2_budget, floor)
     s2cfg = Stage2Config(budget_ms=s2_budget, floor_ms=s2_floor, n_trials=cfg.trials,
                          sampler=cfg.sampler, seed=cfg.seed)
     floors = space_floors(space)
@@ -315,8 +317,9 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
                    lr_hw: tuple[int, int], export_options: Mapping[str, Any] | None,
                    ) -> tuple[Choice, dict[str, Any]]:
     """Time the chosen pruned architecture end to end; outside ``[measured_floor x budget,
-    budget]``, search again (stages 2 and 3 in ``cal<k>/``) with the predictor scaled by that
-    round's measured/predicted ratio, up to ``cfg.latency_rounds`` times. Every round is
+    budget]``, search again (stages 2 and 3 in ``cal<k>/``, among nets predicted inside that
+    window) with the predictor scaled by that round's measured/predicted ratio, up to
+    ``cfg.latency_rounds`` times. Every round is
     recorded in ``latency_check.json`` (a resumed run re-measures nothing it has); returns the
     accepted round's choice (the first in the window, else the slowest within the budget,
     else the fastest) and the record."""
@@ -353,8 +356,11 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             break
         ratio = row["measured_ms"] / row["predicted_ms"]
         try:
+            # the corrected search considers only nets predicted inside the window itself
+            # (round 0 may have chosen one under it within --budget-floor's wider band)
             choices.append(_choose(supernet, CalibratedPredictor(predictor, ratio), cfg,
-                                   out / f"cal{k + 1}", evaluator, progress))
+                                   out / f"cal{k + 1}", evaluator, progress,
+                                   floor=max(cfg.budget_floor, cfg.measured_floor)))
         except UserError as exc:  # e.g. no net fits the corrected budget
             note = f"round {k + 1} found no architecture: {exc}"
             break

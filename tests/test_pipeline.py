@@ -96,20 +96,21 @@ def test_pipeline_flags_are_the_config_fields():
     assert _pipeline_parser().parse_args(["--no-from-scratch"]).from_scratch is False
 
 
-def test_pipeline_flags_override_the_toml_file(tmp_path):
+def test_pipeline_flags_override_the_toml_file(tmp_path, image_dir):
     from srsearch.commands.pipeline import config_overrides
     from srsearch.pipeline import PipelineConfig
 
     toml = tmp_path / "c.toml"
     toml.write_text('budget_ms = 1000.0\nscale = 3\nbaselines = ["espcn"]\n')
+    x, y = str(image_dir), "builtin"  # evaluation sets are checked when the config is made
     args = _pipeline_parser().parse_args(
         ["--config", str(toml), "--budget-ms", "20", "--deploy-precision", "int8",
-         "--eval-data", "/x", "/y"]
+         "--eval-data", x, y]
     )
     cfg = PipelineConfig.from_toml(args.config, config_overrides(args))
     assert cfg.budget_ms == 20.0 and cfg.deploy_precision == "int8"  # flags
     assert cfg.scale == 3 and cfg.baselines == ("espcn",)  # file
-    assert cfg.eval_data == ("/x", "/y") and cfg.seed == 0  # flag tuple; default
+    assert cfg.eval_data == (x, y) and cfg.seed == 0  # flag tuple; default
     no_flags = _pipeline_parser().parse_args([])
     assert config_overrides(no_flags) == {}
     assert PipelineConfig.from_toml(None, config_overrides(no_flags)) == PipelineConfig()

@@ -227,9 +227,11 @@ class Choice:
 
 
 def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
-            evaluator: SubnetEvaluator, progress: bool, floor: float | None = None) -> Choice:
+            evaluator: SubnetEvaluator, progress: bool, floor: float | None = None,
+            budget_ms: float | None = None) -> Choice:
     """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there), both
-    considering nets predicted in [``floor`` (default ``cfg.budget_floor``) x budget, budget]."""
+    considering nets predicted in [``floor`` (default ``cfg.budget_floor``) x the budget,
+    ``budget_ms`` (default the budget)]."""
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
@@ -240,13 +242,14 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
 
     # --- stage 2 (under the overshot budget, if any; stage 3 prunes back under the budget) ---
     floor = cfg.budget_floor if floor is None else floor
+    budget = cfg.budget_ms if budget_ms is None else budget_ms
     floor_ms = latency_floor(space, predictor, cfg.budget_ms, floor)
-    s2_budget = cfg.budget_ms * (1 + cfg.overshoot)
-    s2_floor = latency_floor(space, predictor, s2_budget, floor)
+    s2_budget = budget * (1 + cfg.overshoot)
+    s2_floor = latency_floor(space, predictor, cfg.budget_ms * (1 + cfg.overshoot), floor)
     s2cfg = Stage2Config(budget_ms=s2_budget, floor_ms=s2_floor, n_trials=cfg.trials,
                          sampler=cfg.sampler, seed=cfg.seed)
     floors = space_floors(space)
-    s2_predictor = (PrunableLatency(predictor, floors, cfg.max_ratio, cfg.budget_ms, floor_ms,
+    s2_predictor = (PrunableLatency(predictor, floors, cfg.max_ratio, budget, floor_ms,
                                     s2_budget) if cfg.overshoot else predictor)
     arch_path = out / "arch.json"
     if arch_path.is_file():
@@ -282,7 +285,7 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
         study = load_study(db, STAGE3_STUDY)
         s3 = stage3_result(study, subnet, floors) if study is not None else None
     elif cfg.stage3_trials > 0:
-        s3 = search_pruning(subnet, predictor, evaluator.scorer, cfg.budget_ms,
+        s3 = search_pruning(subnet, predictor, evaluator.scorer, budget,
                             cfg.stage3_trials, db, floors=floors, floor_ms=floor_ms,
                             max_ratio=cfg.max_ratio,
                             sampler=cfg.stage3_sampler, seed=cfg.seed,
@@ -318,8 +321,8 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
                    ) -> tuple[Choice, dict[str, Any]]:
     """Time the chosen pruned architecture end to end; outside ``[measured_floor x budget,
     budget]``, search again (stages 2 and 3 in ``cal<k>/``, among nets predicted inside that
-    window) with the predictor scaled by that round's measured/predicted ratio, up to
-    ``cfg.latency_rounds`` times. Every round is
+    window's lower three quarters) with the predictor scaled by that round's
+    measured/predicted ratio, up to ``cfg.latency_rounds`` times. Every round is
     recorded in ``latency_check.json`` (a resumed run re-measures nothing it has); returns the
     accepted round's choice (the first in the window, else the slowest within the budget,
     else the fastest) and the record."""
@@ -356,11 +359,14 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             break
         ratio = row["measured_ms"] / row["predicted_ms"]
         try:
-            # the corrected search considers only nets predicted inside the window itself
-            # (round 0 may have chosen one under it within --budget-floor's wider band)
+            # The corrected search considers only nets predicted inside the window (round 0
+            # may have chosen one under it within --budget-floor's wider band), and not its
+            # top quarter: a net's time moves by a few % between measurements on a busy or
+            # drifting target, and one chosen at the budget reads over it half the time.
             choices.append(_choose(supernet, CalibratedPredictor(predictor, ratio), cfg,
                                    out / f"cal{k + 1}", evaluator, progress,
-                                   floor=max(cfg.budget_floor, cfg.measured_floor)))
+                                   floor=max(cfg.budget_floor, cfg.measured_floor),
+                                   budget_ms=hi - (hi - lo) / 4))
         except UserError as exc:  # e.g. no net fits the corrected budget
             note = f"round {k + 1} found no architecture: {exc}"
             break

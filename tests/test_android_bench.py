@@ -16,6 +16,7 @@ from torch import nn
 from android_bench import (
     AdbDevice,
     BenchResult,
+    Device,
     DeviceError,
     HostDevice,
     device_from_target,
@@ -338,3 +339,50 @@ def test_cli_bench_adb(phone: FakePhone, models: list[Path], tmp_path: Path) -> 
     assert report["results"][0]["median_ms"] == pytest.approx(1.060)
     assert report["results"][0]["rounds"][0]["extra"]["delegation"]["full"] is True
     assert any("--use_gpu=true" in c[-1] for c in phone.calls())
+
+
+class _ScriptedDevice(Device):
+    """Answers each benchmark call with the next scripted median per model; logs the order."""
+
+    def __init__(self, medians):
+        self.medians = {Path(k): list(v) for k, v in medians.items()}
+        self.calls = []
+
+    def fingerprint(self):
+        return {"kind": "fake", "name": "scripted", "threads": 1, "delegate": "none"}
+
+    def benchmark(self, tflite_paths, runs=20, warmup=3, *, on_result=None):
+        self.calls.append([Path(p).name for p in tflite_paths])
+        out = []
+        for p in tflite_paths:
+            ms = self.medians[Path(p)].pop(0)
+            res = BenchResult.from_samples(Path(p), [ms] * runs)
+            if on_result:
+                on_result(res)
+            out.append(res)
+        return out
+
+
+def test_benchmark_rounds_interleaves_and_keeps_the_median_round():
+    a, b = Path("a.tflite"), Path("b.tflite")
+    dev = _ScriptedDevice({a: [31.0, 29.0, 30.0], b: [20.0, 22.0, 21.0]})
+    seen = []
+    ra, rb = dev.benchmark_rounds([a, b], rounds=3, runs=5, on_result=seen.append)
+    assert dev.calls == [["a.tflite", "b.tflite"], ["b.tflite", "a.tflite"],
+                         ["a.tflite", "b.tflite"]]  # nobody always first
+    assert (ra.median_ms, rb.median_ms) == (30.0, 21.0)  # the median round, not the first
+    assert ra.extra["round_ms"] == [31.0, 29.0, 30.0]
+    assert ra.extra["spread_pct"] == pytest.approx(100 * 2 / 30)
+    assert len(seen) == 6 and ra.runs == 5
+
+
+def test_benchmark_rounds_times_only_missing_rounds_and_checks_its_count():
+    a, b = Path("a.tflite"), Path("b.tflite")
+    dev = _ScriptedDevice({a: [10.0], b: [5.0, 6.0, 7.0]})
+    (ra, rb) = dev.benchmark_rounds([a, b], rounds=3, done={a: 2})
+    assert dev.calls == [["b.tflite"], ["b.tflite"], ["a.tflite", "b.tflite"]]
+    assert (ra.median_ms, ra.extra["round_ms"]) == (10.0, [10.0])  # only its new round
+    assert (rb.median_ms, rb.extra["round_ms"]) == (6.0, [5.0, 6.0, 7.0])
+    assert dev.benchmark_rounds([a], rounds=3, done={a: 3}) == []  # nothing left to time
+    with pytest.raises(UserError, match="rounds=0"):
+        dev.benchmark_rounds([a], rounds=0)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from android_bench import Device
 from srsearch.common.errors import UserError
 from srsearch.data.datasets import SRImage, bicubic_downscale
 from srsearch.search import (
@@ -460,7 +461,10 @@ def test_runs_from_before_overshoot_resume(supernet, image_dir, tmp_path):
                    resume=True)
 
 
-class FakeDevice:
+class FakeDevice(Device):
+    def fingerprint(self) -> dict:
+        return {"kind": "fake", "name": "phone", "threads": 1, "delegate": "none"}
+
     def fingerprint_id(self) -> str:
         return "fake-phone"
 
@@ -502,16 +506,13 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
 # --- the latency check: measured end to end, searched again when outside the window -------------
 
 
-class SpeedDevice:
+class SpeedDevice(FakeDevice):
     """A target that runs every net ``speed`` x as long as FakePredictor says (a host faster or
-    slower than when its table was measured). Reads the arch that `ArchFile` wrote into the
-    .tflite path; counts its benchmarks."""
+    slower than when its table was measured). Reads the arch that `arch_files` wrote into the
+    .tflite path; counts its benchmarks (`benchmark_rounds` times each model 3 times)."""
 
     def __init__(self, speed: float) -> None:
         self.speed, self.timed = speed, []
-
-    def fingerprint_id(self) -> str:
-        return "fake-phone"
 
     def benchmark(self, paths, runs=20, warmup=3, on_result=None):
         from android_bench import BenchResult
@@ -562,7 +563,7 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
     # resumed: every round is on file, nothing is measured again but the final model
     device2 = SpeedDevice(0.8)
     again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
-    assert again["arch"] == s["arch"] and len(device2.timed) == 1
+    assert again["arch"] == s["arch"] and len(device2.timed) == 3  # 3 rounds of one model
 
 
 def test_a_corrected_search_keeps_to_the_measured_window(supernet, image_dir, tmp_path,
@@ -598,7 +599,7 @@ def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, im
     check = json.loads((out / CHECK_FILE).read_text())
     assert [r["in_window"] for r in check["rounds"]] == [True] == [s["latency_check"]["in_window"]]
     assert chosen_dir(out) == out and not (out / "cal1").exists()
-    assert len(device.timed) == 2  # the check, then the fine-tuned model
+    assert len(device.timed) == 6  # the check, then the fine-tuned model; 3 rounds each
 
 
 def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir, tmp_path,
@@ -628,7 +629,7 @@ def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_d
     device = SpeedDevice(0.5)
     s = run_search(supernet, FakePredictor(), replace(cfg, latency_rounds=0), tmp_path / "b",
                    device=device)
-    assert s["latency_check"] is None and len(device.timed) == 1  # only the final model
+    assert s["latency_check"] is None and len(device.timed) == 3  # only the final model
 
 
 def test_latency_check_settings_are_checked():

@@ -168,11 +168,9 @@ def run(args: argparse.Namespace) -> int:
                 + (" [yellow](throttled)[/yellow]" if result.extra.get("throttled") else "")
             )
 
-        for r in range(1, args.rounds + 1):
-            order = args.models if r % 2 else args.models[::-1]
-            todo = [m for m in order if len(rounds[str(m)]) < r]
-            if todo:
-                device.benchmark(todo, runs=args.runs, warmup=args.warmup, on_result=record)
+        device.benchmark_rounds(args.models, args.rounds, args.runs, args.warmup,
+                                done={Path(m): len(rounds[str(m)]) for m in args.models},
+                                on_result=record)
         entry["results"] = [_summary(m, rounds[str(m)]) for m in args.models]
     atomic.write_json(out, report)
     by_fp: dict[str, list[dict[str, Any]]] = {}

@@ -305,7 +305,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
                                   lambda m: log(f"[compare] {m}"), precision=run.precision)
     log(f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs "
         "each")
-    results = device.benchmark(list(files.values()), runs=bench_runs)
+    results = device.benchmark_rounds(list(files.values()), runs=bench_runs)
     latency = {name: r.median_ms for name, r in zip(files, results, strict=True)}
 
     # --- evaluate every seed's model ---

@@ -222,7 +222,8 @@ def _log(message: str) -> None:
 def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     device = _device(cfg)
     files = StageLog.load(run_dir).done["export"]["files"]
-    results = device.benchmark([Path(p) for p in files.values()], runs=cfg.bench_runs)
+    results = device.benchmark_rounds([Path(p) for p in files.values()],
+                                      runs=cfg.bench_runs)
     table = {name: r.to_dict() for name, r in zip(files, results, strict=True)}
     for name, r in table.items():
         print(f"[pipeline] {name:<14} {r['median_ms']:.2f} ms median on {cfg.target}", flush=True)

@@ -57,7 +57,7 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
     from srsearch.latency.runner import export_tflite
 
     path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
-    result = device.benchmark([path])[0]
+    result = device.benchmark_rounds([path])[0]
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
             "result": result.to_dict()}

@@ -55,6 +55,13 @@ class FakePredictor(PredictorDefaults):
         return macs(arch, self.lr_hw) / 1e6 + 0.1
 
 
+def quick_config(image_dir, **kw) -> RunConfig:
+    """A search run that only does what a test asks: 3 stage-2 trials, no pruning search, no
+    fine-tune, 16 px crops; ``kw`` overrides."""
+    return RunConfig(**{"budget_ms": BUDGET, "data": str(image_dir), "trials": 3,
+                        "stage3_trials": 0, "finetune_steps": 0, "crop": 16, **kw})
+
+
 class Interrupt(Exception):
     """Stands in for a kill in the middle of a trial."""
 
@@ -449,8 +456,7 @@ def test_overshoot_settings_are_checked():
 def test_runs_from_before_overshoot_resume(supernet, image_dir, tmp_path):
     """A config.json without the key reads as overshoot 0 (what those runs did)."""
     out = tmp_path / "run"
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
-                    finetune_steps=0, crop=16)
+    cfg = quick_config(image_dir)
     run_search(supernet, FakePredictor(), cfg, out)
     config = json.loads((out / "config.json").read_text())
     del config["overshoot"]
@@ -546,8 +552,7 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
     out = tmp_path / "run"
     # window [0.85, 1.0] x budget = the search's own floor: round 1 (predictor x 0.8) can only
     # choose nets the device times inside it
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=12, stage3_trials=0,
-                    finetune_steps=0, crop=16, measured_floor=0.85)
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85)
     device = SpeedDevice(0.8)
     s = run_search(supernet, FakePredictor(), cfg, out, device=device)
     check = json.loads((out / CHECK_FILE).read_text())
@@ -572,8 +577,7 @@ def test_a_corrected_search_keeps_to_the_measured_window(supernet, image_dir, tm
     predicted (corrected) inside the window it must hit, short of its top quarter (0.9 to
     0.975 x budget), so that timing noise does not push its choice over the budget."""
     out = tmp_path / "run"
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=12, stage3_trials=0,
-                    finetune_steps=0, crop=16, measured_floor=0.9, latency_rounds=1)
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.9, latency_rounds=1)
     run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(0.8))
 
     def feasible(path):
@@ -592,8 +596,7 @@ def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, im
     from srsearch.search.run import CHECK_FILE, chosen_dir
 
     out = tmp_path / "run"
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=6, stage3_trials=0,
-                    finetune_steps=0, crop=16, measured_floor=0.85)
+    cfg = quick_config(image_dir, trials=6, measured_floor=0.85)
     device = SpeedDevice(1.0)
     s = run_search(supernet, FakePredictor(), cfg, out, device=device)
     check = json.loads((out / CHECK_FILE).read_text())
@@ -609,8 +612,7 @@ def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir,
     from srsearch.search.run import CHECK_FILE
 
     out = tmp_path / "run"
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
-                    finetune_steps=0, crop=16)
+    cfg = quick_config(image_dir)
     run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(5.0))
     check = json.loads((out / CHECK_FILE).read_text())
     assert len(check["rounds"]) == 1 and check["accepted"] == 0 and not check["in_window"]
@@ -622,8 +624,7 @@ def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_d
                                                                arch_files):
     from srsearch.search.run import CHECK_FILE
 
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=3, stage3_trials=0,
-                    finetune_steps=0, crop=16)
+    cfg = quick_config(image_dir)
     s = run_search(supernet, FakePredictor(), cfg, tmp_path / "a")
     assert s["latency_check"] is None and not (tmp_path / "a" / CHECK_FILE).exists()
     device = SpeedDevice(0.5)
@@ -674,8 +675,7 @@ def test_search_scores_on_search_data_and_keeps_it_on_resume(supernet, image_dir
     for im in images:  # two 32x32 photos the run reports nothing on
         Image.fromarray(im.hr).save(tune / f"{im.name}.png")
     out = tmp_path / "run"
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), search_data=str(tune), trials=3,
-                    stage3_trials=0, finetune_steps=0, crop=16)
+    cfg = quick_config(image_dir, search_data=str(tune))
     s = run_search(supernet, FakePredictor(), cfg, out)
     assert (s["val_data"], s["val_images"]) == (str(tune), 2)  # all of it, not a split
     assert cfg.train_config(2, 5).val_data == str(tune)  # re-rank and fine-tune validate there
@@ -687,8 +687,7 @@ def test_search_scores_on_search_data_and_keeps_it_on_resume(supernet, image_dir
 
 
 def test_bad_search_data_is_refused_before_anything_is_written(supernet, image_dir, tmp_path):
-    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), search_data=str(tmp_path / "no"),
-                    trials=3, stage3_trials=0, finetune_steps=0, crop=16)
+    cfg = quick_config(image_dir, search_data=str(tmp_path / "no"))
     with pytest.raises(UserError, match="^--search-data .*no: is neither a known set"):
         run_search(supernet, FakePredictor(), cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

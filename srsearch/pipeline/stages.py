@@ -148,7 +148,7 @@ def _search(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     return {
         k: summary[k]
         for k in ("predicted_latency_ms", "psnr", "ssim", "search_wall_s", "candidates_scored",
-                  "latency_check", "val_data")
+                  "latency_check")
     }
 
 

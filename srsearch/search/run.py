@@ -134,8 +134,7 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
                                         and not model_path.is_file()):
         choice, check = _latency_check(supernet, predictor, cfg, out, evaluator, progress,
                                        choice, device, lr_hw, export_options)
-    s2, s3, arch, prune = choice.s2, choice.s3, choice.arch, choice.prune
-    subnet = supernet.get_active_subnet(arch).eval()
+    s2, s3, arch, subnet, prune = choice.s2, choice.s3, choice.arch, choice.subnet, choice.prune
 
     # --- fine-tune ---
     if not model_path.is_file():
@@ -220,6 +219,7 @@ class Choice:
     s2: Stage2Result
     s3: Any  # Stage3Result, or None without a pruning search
     arch: ArchConfig
+    subnet: Any  # supernet.get_active_subnet(arch), inherited weights
     prune: PruneConfig
     floor_ms: float
     s2_budget: float
@@ -296,7 +296,7 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
         write_text(prune_path, PruneConfig(arch).to_json())
     prune = PruneConfig.from_json(prune_path.read_text())
     write_trials_csv(csv_path, {"stage2": s2.trials, **({"stage3": s3.trials} if s3 else {})})
-    return Choice(out, s2, s3, arch, prune, floor_ms, s2_budget, s2_floor)
+    return Choice(out, s2, s3, arch, subnet, prune, floor_ms, s2_budget, s2_floor)
 
 
 class CalibratedPredictor:

@@ -88,7 +88,10 @@ def test_two_process_cpu_ddp(image_dir, tmp_path, cli_env):
 
 
 @pytest.mark.parametrize("flag,value,msg", [("--max-steps", "0", "--max-steps 0 is invalid"),
-                                            ("--lr", "-1", "--lr -1.0 is invalid")])
+                                            ("--lr", "-1", "--lr -1.0 is invalid"),
+                                            ("--warmup-steps", "3000",
+                                             "--warmup-steps 3000 is invalid: it must be at "
+                                             "least 0 and below --max-steps (3000)")])
 def test_bad_flags_are_named(image_dir, tmp_path, flag, value, msg, capsys):
     args = ["train", "--arch", "espcn", "--data", str(image_dir), "--out", str(tmp_path / "r"),
             flag, value]
@@ -166,3 +169,31 @@ def test_train_flags_are_the_train_config_fields():
     for f in fields(TrainConfig):
         if f.name not in ("lr", "extra"):  # lr: the preset's; extra: not a flag
             assert getattr(cfg, f.name) == f.default, f.name
+
+
+def test_lr_schedule_is_the_old_cosine_without_warm_up_and_linear_during_one():
+    """warmup_steps=0 keeps every earlier run's schedule (CosineAnnealingLR to 0.01 x lr); a
+    warm-up rises linearly to the peak, then the cosine runs over the remaining steps."""
+    from srsearch.train.training import adam_cosine
+
+    def lrs(max_steps, warmup=0, **kw):
+        p = torch.nn.Parameter(torch.zeros(1))
+        setup = adam_cosine([p], 2e-3, max_steps, warmup) if not kw else kw["old"](p)
+        opt, sched = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+        out = []
+        for _ in range(max_steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    def old(p):
+        opt = torch.optim.Adam([p], lr=2e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50, eta_min=2e-5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
+
+    assert lrs(50) == pytest.approx(lrs(50, old=old), rel=1e-6)
+    warm = lrs(50, 10)
+    assert warm[:10] == pytest.approx([2e-3 * (i + 1) / 10 for i in range(10)])
+    assert warm[10] == pytest.approx(2e-3) and 2e-5 < warm[-1] < 2.5e-5  # 0.01 x at step 50
+    assert all(a >= b for a, b in zip(warm[10:], warm[11:], strict=False))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,20 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
     return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
             "result": result.to_dict()}
+
+
+def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, int],
+                  out: Path, export_options: Mapping[str, Any] | None = None) -> list[float]:
+    """Export each of ``archs`` (as a plain ``SubNet``: the timing depends on the ops, not the
+    weights) to ``out/a<i>.tflite`` and time them all in one interleaved
+    ``benchmark_rounds`` call on ``device``; their median ms, in order."""
+    from srsearch.latency.runner import export_tflite
+    from supernet.subnet import SubNet
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [export_tflite(SubNet(a).eval(), (1, 3, *lr_hw), out / f"a{i}.tflite",
+                           export_options or {}) for i, a in enumerate(archs)]
+    return [r.median_ms for r in device.benchmark_rounds(paths)]
 
 
 def run_search(
@@ -127,13 +141,17 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     images = search_images(cfg, scale)
     evaluator = SubnetEvaluator(supernet, images, scale, crop=cfg.crop)
     lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
-    choice = _choose(supernet, predictor, cfg, out, evaluator, progress)
+    measure = None
+    if device is not None and cfg.latency_rounds > 0:
+        def measure(archs: Sequence[ArchConfig], folder: Path) -> list[float]:
+            return measure_archs(archs, device, lr_hw, folder, export_options)
+    choice = _choose(supernet, predictor, cfg, out, evaluator, progress, measure=measure)
     check = None
     model_path = out / "model.pt"
     if (out / CHECK_FILE).is_file() or (device is not None and cfg.latency_rounds > 0
                                         and not model_path.is_file()):
         choice, check = _latency_check(supernet, predictor, cfg, out, evaluator, progress,
-                                       choice, device, lr_hw, export_options)
+                                       choice, device, lr_hw, export_options, measure)
     s2, s3, arch, subnet, prune = choice.s2, choice.s3, choice.arch, choice.subnet, choice.prune
 
     # --- fine-tune ---
@@ -228,10 +246,12 @@ class Choice:
 
 def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out: Path,
             evaluator: SubnetEvaluator, progress: bool, floor: float | None = None,
-            budget_ms: float | None = None) -> Choice:
+            budget_ms: float | None = None, measure: Any = None) -> Choice:
     """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there), both
     considering nets predicted in [``floor`` (default ``cfg.budget_floor``) x the budget,
-    ``budget_ms`` (default the budget)]."""
+    ``budget_ms`` (default the budget)]. With ``measure`` (`measure_archs` on the run's
+    device) the re-rank fine-tunes only candidates measured in [``cfg.measured_floor`` x the
+    budget, the budget] (`srsearch.search.rerank`)."""
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 
@@ -272,8 +292,10 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
         if cfg.rerank > 1:
             from srsearch.search.rerank import apply_choice, rerank
 
+            window = (cfg.measured_floor * cfg.budget_ms, cfg.budget_ms)
             ranked = rerank(supernet, s2.trials, cfg.rerank,
-                            cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank")
+                            cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank",
+                            measure=measure, window=window if measure else None)
             s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())
@@ -318,7 +340,7 @@ class CalibratedPredictor:
 def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, out: Path,
                    evaluator: SubnetEvaluator, progress: bool, first: Choice, device: Any,
                    lr_hw: tuple[int, int], export_options: Mapping[str, Any] | None,
-                   ) -> tuple[Choice, dict[str, Any]]:
+                   measure: Any = None) -> tuple[Choice, dict[str, Any]]:
     """Time the chosen pruned architecture end to end; outside ``[measured_floor x budget,
     budget]``, search again (stages 2 and 3 in ``cal<k>/``, among nets predicted inside that
     window's lower three quarters) with the predictor scaled by that round's
@@ -366,7 +388,7 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             choices.append(_choose(supernet, CalibratedPredictor(predictor, ratio), cfg,
                                    out / f"cal{k + 1}", evaluator, progress,
                                    floor=max(cfg.budget_floor, cfg.measured_floor),
-                                   budget_ms=hi - (hi - lo) / 4))
+                                   budget_ms=hi - (hi - lo) / 4, measure=measure))
         except UserError as exc:  # e.g. no net fits the corrected budget
             note = f"round {k + 1} found no architecture: {exc}"
             break

@@ -191,6 +191,35 @@ def test_margin_stats_and_scaled_ecbsr_by_hand():
     assert scaled_ecbsr(pred, SPACE, 0.01) is None
 
 
+def test_scaled_ecbsr_with_a_device_takes_the_slowest_measured_under_the_budget():
+    """The table's pick can run far from its price (29.58 ms predicted, 22.01 measured on the
+    2-core host): with a device the nets nearest the budget are timed, and the slowest that
+    measures under it is the scaled baseline."""
+    from srsearch.comparison.fairness import N_TIMED, plain_arch, scaled_ecbsr
+
+    pred = FakePredictor()
+    table_pick = scaled_ecbsr(pred, SPACE, BUDGET)
+    seen = []
+
+    def measure(archs):  # the table's pick runs 1.5x its price, every other net 0.9x
+        seen.extend(archs)
+        return [pred.predict(a) * (1.5 if f"ecbsr-m{len(a.cells)}c{a.head_width}"
+                                   == table_pick["name"] else 0.9) for a in archs]
+
+    found = scaled_ecbsr(pred, SPACE, BUDGET, measure)
+    assert 0 < len(seen) <= N_TIMED and all(a.act == "prelu" for a in seen)
+    timed = {t["name"]: t["measured_ms"] for t in found["timed"]}
+    assert timed[table_pick["name"]] > BUDGET  # measured over: not taken
+    under = {n: ms for n, ms in timed.items() if ms <= BUDGET}
+    assert found["name"] == max(under, key=under.get) != table_pick["name"]
+    assert found["measured_ms"] == under[found["name"]] and found["chosen_by"] == "measured"
+    m, c = found["config"]["m"], found["config"]["channels"]
+    assert found["predicted_ms"] == pytest.approx(pred.predict(plain_arch(2, m, c)))
+    # every timed net over the budget: the table's pick, said so
+    slow = scaled_ecbsr(pred, SPACE, BUDGET, lambda archs: [10 * BUDGET] * len(archs))
+    assert slow["name"] == table_pick["name"] and slow["chosen_by"] == "table"
+
+
 def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
     run, image_dir = run_dir
     torch.manual_seed(0)
@@ -227,6 +256,11 @@ def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
         rows["searched-scratch"]["psnr"][str(image_dir)] - rows[scaled]["psnr"][str(image_dir)])
     table = (out / "compare.md").read_text()
     assert "5 (3 supernet)" in table and " ± " in table and "scaled to budget" in table
+    # the scaled row was chosen among nets timed on the compare's device, and is kept
+    picked = result["scaled_baseline"]
+    assert picked["timed"] and picked["chosen_by"] in ("measured", "table")
+    assert "- Scaled baseline: " + scaled in table
+    assert json.loads((out / "scaled.json").read_text())["scaled"] == picked
 
 
 def test_training_compute_counts_ecb_blocks_as_the_conv_they_run_as():

@@ -39,6 +39,11 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     report = (run_dir / "report.md").read_text()
     scaled = stages["baselines"]["scaled"]
     assert scaled.startswith("ecbsr-m")
+    # tiny nets at 48x32 all run far under 20 ms: the slowest timed is the scaled baseline
+    picked = json.loads((run_dir / "baselines" / "scaled.json").read_text())["scaled"]
+    assert picked["name"] == scaled and stages["baselines"]["scaled_by"] == "measured"
+    assert picked["measured_ms"] == max(t["measured_ms"] for t in picked["timed"])
+    assert "the slowest measured under it" in report
     for name in ("searched", "espcn", "ecbsr-m4c8", "bicubic", "searched-scratch", scaled):
         assert f"| {name} |" in report
     # every trained model had the delivered model's steps: supernet 4 + fine-tune 4

@@ -146,26 +146,53 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
     return init
 
 
-def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None]):
+SCALED_FILE = "scaled.json"
+
+
+def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None], out: Path,
+                     device: Any = None):
+    """The ECBSR-style row scaled to the run's budget (`scaled_ecbsr`), timed on ``device``
+    when one is given; the pick is kept in ``out/scaled.json`` so that a resumed or
+    train-only-then-score compare trains and reports the same net."""
     from srsearch.comparison.fairness import scaled_ecbsr
     from supernet.space import SearchSpace
+
+    saved = atomic.read_json(out / SCALED_FILE)
+    if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+        return saved["scaled"]
 
     space = SearchSpace(scale=run.scale)
     if run.supernet is not None and run.supernet.exists():
         from srsearch.train.supernet_training import load_supernet
 
         space = load_supernet(run.supernet).space
+    measure = None
+    if device is not None:
+        from srsearch.search.run import measure_archs
+
+        def measure(archs):
+            log(f"[compare] timing the {len(archs)} ECBSR-style nets the table puts nearest "
+                f"{run.search.budget_ms:g} ms on {device.fingerprint_id()}")
+            return measure_archs(archs, device, run.lr_hw, out / "scaled",
+                                 run.export_spec or {})
     try:
-        found = scaled_ecbsr(predictor, space, run.search.budget_ms)
+        found = scaled_ecbsr(predictor, space, run.search.budget_ms, measure)
     except (KeyError, UserError) as exc:
         log(f"[compare] note: no scaled ECBSR row, the latency model cannot price it ({exc})")
         return None
+    if found is not None and found.get("chosen_by") == "measured":
+        log(f"[compare] scaled to {run.search.budget_ms:g} ms by measurement: {found['name']} "
+            f"({found['measured_ms']:.2f} ms measured, {found['predicted_ms']:.2f} predicted)")
+    elif found is not None and "timed" in found:
+        log(f"[compare] note: every timed ECBSR-style net ran over {run.search.budget_ms:g} ms; "
+            f"keeping the table's pick {found['name']}")
     if found is None:
         log(f"[compare] note: no ECBSR-style net fits {run.search.budget_ms:g} ms")
     elif found["priced_as"] != "prelu":
         log(f"[compare] note: {found['name']} was priced as its ReLU twin (the table has no "
             "PReLU entries; `srsearch latency build` on the same --out adds them), so it may "
             "run over the budget")
+    atomic.write_json(out / SCALED_FILE, {"budget_ms": run.search.budget_ms, "scaled": found})
     return found
 
 
@@ -274,7 +301,15 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch", cfg0.lr)
     for name in baselines:
         trained_models[name] = (preset_config(name, run.scale), "preset", preset_lr(name))
-    scaled = _scaled_baseline(predictor, run, log) if predictor is not None else None
+    # --- the target every model is timed on (and the scaled baseline chosen on) ---
+    spec = target or (run.target or {}).get("target") or "host"
+    opts = dict((run.target or {}).get("options") or {}) if target is None else {}
+    if threads is not None:
+        opts["threads"] = threads
+    device = device_from_target(spec, **opts)
+    # a train-only process may run on a training machine, not the target: no timing there
+    scaled = (_scaled_baseline(predictor, run, log, out, None if train_only else device)
+              if predictor is not None else None)
     if scaled is not None:
         name = scaled["name"]
         role = "preset+scaled" if name in trained_models else "scaled"
@@ -290,11 +325,6 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         return {"trained": sorted(trained), "jobs": sorted(jobs)}
 
     # --- measure: every model in one session on one device (one file per row) ---
-    spec = target or (run.target or {}).get("target") or "host"
-    opts = dict((run.target or {}).get("options") or {}) if target is None else {}
-    if threads is not None:
-        opts["threads"] = threads
-    device = device_from_target(spec, **opts)
     if run.target_id and device.fingerprint_id() != run.target_id:
         log(
             f"[compare] note: measuring on {device.fingerprint_id()}, the run's latency table "

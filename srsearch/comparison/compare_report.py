@@ -153,6 +153,9 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
                 f"{e['margin_db']:+.3f} ± {e['margin_sd']:.3f} dB ({verdict}: "
                 "significant means above two standard deviations, with 2+ seeds each)."
             )
+    line = scaled_line(result.get("scaled_baseline"), result["budget_ms"])
+    if line:
+        lines.append(line)
     lines.append("")
     lines += (result.get("crops") or {}).get("markdown", [])
     atomic.write_text(out / "compare.md", "\n".join(lines))
@@ -196,3 +199,18 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def scaled_line(scaled: Mapping[str, Any] | None, budget_ms: float) -> str | None:
+    """How the ECBSR-style row was scaled to the budget: by measurement or by the table."""
+    if not scaled:
+        return None
+    if scaled.get("chosen_by") == "measured":
+        timed = ", ".join(f"{t['name']} {t['measured_ms']:.2f}" for t in scaled["timed"])
+        return (f"- Scaled baseline: {scaled['name']}, the slowest of the ECBSR-style nets the "
+                f"latency table puts nearest {budget_ms:g} ms that measured under it (ms: "
+                f"{timed}).")
+    how = ("every net timed ran over the budget, so the table's pick"
+           if "timed" in scaled else "the table's pick, not timed before training")
+    return (f"- Scaled baseline: {scaled['name']}, predicted {scaled['predicted_ms']:.2f} ms "
+            f"({how}).")

@@ -23,6 +23,7 @@ class RunSettings:
     target: dict[str, Any] | None
     precision: str = "fp32"  # what the latency table timed, so what is exported and timed
     supernet: Path | None = None  # the supernet the run searched, when its config names it
+    export_spec: dict[str, Any] | None = None  # how the latency table's nets were exported
 
     @classmethod
     def load(cls, run_dir: Path) -> RunSettings:
@@ -47,6 +48,7 @@ class RunSettings:
             target=cfg.get("target_spec"),
             precision=(cfg.get("export_spec") or {}).get("precision", "fp32"),
             supernet=Path(cfg["supernet_path"]) if cfg.get("supernet_path") else None,
+            export_spec=cfg.get("export_spec"),
         )
 
     def pruned_arch(self) -> Any:

@@ -62,8 +62,11 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         f"{base.get('steps', cfg.train_steps)} steps from random initialisation, so all had "
         "the same steps and images (columns below; training MACs = forward MACs of the "
         "training form at the patch size x batch x 3). "
-        + (f"`{base['scaled']}` is the ECBSR-style net the latency model puts closest under "
-           "the budget. " if base.get("scaled") else "")
+        + ((f"`{base['scaled']}` is the ECBSR-style net scaled to the budget: the slowest "
+            "measured under it of those the latency model puts nearest it. "
+            if base.get("scaled_by") == "measured" else
+            f"`{base['scaled']}` is the ECBSR-style net the latency model puts closest under "
+            "the budget. ") if base.get("scaled") else "")
         + ("`searched-scratch` is the searched architecture trained from scratch with the "
            "baselines' recipe. " if "searched-scratch" in compute else "")
         + "Params and GMACs are those of the exported (inference) form at the LR input; "

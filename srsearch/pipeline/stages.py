@@ -160,8 +160,6 @@ def baseline_steps(cfg: PipelineConfig) -> int:
 
 def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     from srsearch.comparison.compare import SCRATCH, TrainJob, check_presets, train_models
-    from srsearch.comparison.fairness import scaled_ecbsr
-    from srsearch.latency import LatencyModel
     from srsearch.models import preset_config, preset_lr
     from srsearch.models.subnet import subnet_config
     from srsearch.search.run import RunConfig
@@ -171,14 +169,15 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     steps = baseline_steps(cfg)
     jobs = {n: TrainJob(preset_config(n, cfg.scale), cfg.train_config(steps, lr=preset_lr(n)))
             for n in cfg.baselines}
-    scaled = None
+    scaled, found = None, None
     if cfg.scaled_baseline:
-        found = scaled_ecbsr(LatencyModel.load(run_dir / "latency" / "lut.json"), _space(cfg),
-                             cfg.budget_ms)
+        found = _scaled(cfg, run_dir)
         if found is not None:
             scaled = found["name"]
             how = ("with its PReLUs" if found["priced_as"] == "prelu" else
                    "as its ReLU twin: the table has no PReLU entries, so it may run over")
+            if found.get("chosen_by") == "measured":
+                how = f"measured {found['measured_ms']:.2f} ms, the slowest timed under it"
             _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
                  f"{found['predicted_ms']:.2f} ms, {how})")
             jobs.setdefault(scaled, TrainJob(found["config"],
@@ -188,7 +187,35 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         arch = ArchConfig.from_dict(summary["pruned_arch"])
         jobs[SCRATCH] = TrainJob(subnet_config(arch), cfg.train_config(steps, lr=RunConfig.lr))
     trained = train_models(jobs, run_dir / "baselines", _log)
-    return {"steps": steps, "scaled": scaled, "models": trained}
+    return {"steps": steps, "scaled": scaled, "models": trained,
+            "scaled_by": found.get("chosen_by", "table") if scaled else None}
+
+
+def _scaled(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The ECBSR-style net scaled to the budget (`scaled_ecbsr`), timed on the pipeline's
+    target among the table's nearest; kept in ``baselines/scaled.json`` so that a resumed
+    stage trains the same net."""
+    from srsearch.comparison.fairness import scaled_ecbsr
+    from srsearch.latency import LatencyModel
+    from srsearch.search.run import measure_archs
+
+    path = run_dir / "baselines" / "scaled.json"
+    saved = atomic.read_json(path)
+    if saved is not None:
+        return saved["scaled"]
+    predictor = LatencyModel.load(run_dir / "latency" / "lut.json")
+    device = _device(cfg)
+    lr_hw = tuple(predictor.lr_hw)
+
+    def measure(archs):
+        _log(f"timing the {len(archs)} ECBSR-style nets the table puts nearest "
+             f"{cfg.budget_ms:g} ms")
+        return measure_archs(archs, device, lr_hw, run_dir / "baselines" / "scaled",
+                             predictor.export_spec)
+
+    found = scaled_ecbsr(predictor, _space(cfg), cfg.budget_ms, measure)
+    atomic.write_json(path, {"budget_ms": cfg.budget_ms, "scaled": found})
+    return found
 
 
 def _models(cfg: PipelineConfig, run_dir: Path) -> dict[str, Path]:

@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup-steps", type=int, default=0,
+    ap.add_argument("--lr-warmup-steps", type=int, default=0,
                     help="linear learning-rate warm-up before the cosine (default 0)")
     ap.add_argument("--val-data", default=None,
                     help="the trainings' validation set, for the learning curves (default: "
@@ -98,7 +98,7 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     models = dict(_model_config(s, args.scale) for s in args.model)
     train_kw = dict(data=args.data, scale=args.scale, max_steps=args.steps, lr=args.lr,
-                    warmup_steps=args.warmup_steps, val_data=args.val_data,
+                    lr_warmup_steps=args.lr_warmup_steps, val_data=args.val_data,
                     batch_size=args.batch_size, lr_patch=args.lr_patch,
                     val_every=args.val_every, ckpt_every=100, accelerator=args.accelerator)
     jobs = [(f"{n}__seed{s}", (n, c, s, train_kw, str(args.out)))
@@ -124,7 +124,7 @@ def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
     if sun:
         sets["sun80_last10"] = load_images(str(sun), args.scale, "all")
     result: dict = {"machine": machine(), "steps": args.steps, "seeds": args.seeds,
-                    "data": args.data, "lr": args.lr, "warmup_steps": args.warmup_steps,
+                    "data": args.data, "lr": args.lr, "lr_warmup_steps": args.lr_warmup_steps,
                     "val_data": args.val_data, "batch_size": args.batch_size,
                     "lr_patch": args.lr_patch, "models": {}}
     n_train = len(load_images(args.data, args.scale, "train"))
@@ -144,7 +144,7 @@ def _score(args: argparse.Namespace, models: dict[str, dict]) -> None:
                                   "train_images": n_train, **compute}
     ref = args.reference or next(iter(result["models"]))
     print(f"\n{args.steps} steps from scratch on {args.data} (lr {args.lr}, warm-up "
-          f"{args.warmup_steps}, batch "
+          f"{args.lr_warmup_steps}, batch "
           f"{args.batch_size}, LR patch {args.lr_patch}); seeds {args.seeds}")
     for k in sets:
         print(f"\n{k}: mean +- std (n seeds); margin over {ref} +- sd, significant if > 2 sd")

@@ -89,8 +89,8 @@ def test_two_process_cpu_ddp(image_dir, tmp_path, cli_env):
 
 @pytest.mark.parametrize("flag,value,msg", [("--max-steps", "0", "--max-steps 0 is invalid"),
                                             ("--lr", "-1", "--lr -1.0 is invalid"),
-                                            ("--warmup-steps", "3000",
-                                             "--warmup-steps 3000 is invalid: it must be at "
+                                            ("--lr-warmup-steps", "3000",
+                                             "--lr-warmup-steps 3000 is invalid: it must be at "
                                              "least 0 and below --max-steps (3000)")])
 def test_bad_flags_are_named(image_dir, tmp_path, flag, value, msg, capsys):
     args = ["train", "--arch", "espcn", "--data", str(image_dir), "--out", str(tmp_path / "r"),
@@ -172,7 +172,7 @@ def test_train_flags_are_the_train_config_fields():
 
 
 def test_lr_schedule_is_the_old_cosine_without_warm_up_and_linear_during_one():
-    """warmup_steps=0 keeps every earlier run's schedule (CosineAnnealingLR to 0.01 x lr); a
+    """lr_warmup_steps=0 keeps every earlier run's schedule (CosineAnnealingLR to 0.01 x lr); a
     warm-up rises linearly to the peak, then the cosine runs over the remaining steps."""
     from srsearch.train.training import adam_cosine
 

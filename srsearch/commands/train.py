@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Adam learning rate (default: the preset's, else 1e-3)",
     )
     p.add_argument(
-        "--warmup-steps",
+        "--lr-warmup-steps",
         type=int,
         default=0,
         help="linear learning-rate warm-up over this many steps before the cosine (default 0)",

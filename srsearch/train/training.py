@@ -36,7 +36,7 @@ class TrainConfig:
     batch_size: int = 16  # LR patches per step
     lr_patch: int = 48  # LR patch side; the HR patch is lr_patch * scale
     lr: float = 1e-3  # Adam learning rate, cosine-annealed to lr * 0.01
-    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr over this many steps
+    lr_warmup_steps: int = 0  # linear warm-up from lr / lr_warmup_steps to lr over this many steps
     val_data: str | None = None  # dataset spec for validation (default: the val split of data)
     val_every: int = 500  # validate every this many steps (and at the end)
     ckpt_every: int = 100  # write checkpoints/last.ckpt every this many steps
@@ -55,7 +55,7 @@ class TrainConfig:
             "--batch-size": (self.batch_size >= 1, "at least 1"),
             "--lr-patch": (self.lr_patch >= 4, "at least 4"),
             "--lr": (self.lr > 0, "positive"),
-            "--warmup-steps": (0 <= self.warmup_steps < self.max_steps,
+            "--lr-warmup-steps": (0 <= self.lr_warmup_steps < self.max_steps,
                                f"at least 0 and below --max-steps ({self.max_steps})"),
             "--val-every": (self.val_every >= 1, "at least 1"),
             "--ckpt-every": (self.ckpt_every >= 1, "at least 1"),
@@ -66,25 +66,25 @@ class TrainConfig:
                 raise UserError(f"{flag} {value} is invalid: it must be {need}")
 
 
-def lr_factor(step: int, max_steps: int, warmup_steps: int = 0) -> float:
+def lr_factor(step: int, max_steps: int, lr_warmup_steps: int = 0) -> float:
     """The learning rate at ``step`` as a fraction of the peak: linear from
-    ``1 / warmup_steps`` to 1 over the warm-up, then cosine-annealed to 0.01 at ``max_steps``.
+    ``1 / lr_warmup_steps`` to 1 over the warm-up, then cosine-annealed to 0.01 at ``max_steps``.
     With no warm-up it is ``CosineAnnealingLR(T_max=max_steps, eta_min=0.01 * lr)`` exactly."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    t = min(step - warmup_steps, span) / span
+    if step < lr_warmup_steps:
+        return (step + 1) / lr_warmup_steps
+    span = max(1, max_steps - lr_warmup_steps)
+    t = min(step - lr_warmup_steps, span) / span
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def adam_cosine(params: Any, lr: float, max_steps: int,
-                warmup_steps: int = 0) -> dict[str, Any]:
+                lr_warmup_steps: int = 0) -> dict[str, Any]:
     """The optimiser setup every training here shares (models, supernet, fine-tune): Adam at
     ``lr``, cosine-annealed per step to ``lr * 0.01`` over ``max_steps``, after an optional
-    linear warm-up of ``warmup_steps`` (``lr_factor``)."""
+    linear warm-up of ``lr_warmup_steps`` (``lr_factor``)."""
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, max_steps, warmup_steps)
+        opt, lambda step: lr_factor(step, max_steps, lr_warmup_steps)
     )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -100,7 +100,7 @@ class SRModule(L.LightningModule):
     """Wraps any registered SR model (given as its config dict) for Lightning."""
 
     def __init__(self, model_config: dict[str, Any], lr: float = 1e-3, max_steps: int = 1000,
-                 warmup_steps: int = 0):
+                 lr_warmup_steps: int = 0):
         super().__init__()
         self.save_hyperparameters()
         from srsearch.models import build_model
@@ -134,7 +134,7 @@ class SRModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return adam_cosine(self.model.parameters(), self.hparams.lr, self.hparams.max_steps,
-                           self.hparams.get("warmup_steps", 0))
+                           self.hparams.get("lr_warmup_steps", 0))
 
 
 class SRDataModule(L.LightningDataModule):
@@ -284,7 +284,7 @@ def _train(model_config: dict[str, Any], cfg: TrainConfig, out: Path, resume: bo
     ckpt_path = check_out_dir(out, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SRModule(model_config, lr=cfg.lr, max_steps=cfg.max_steps,
-                      warmup_steps=cfg.warmup_steps)
+                      lr_warmup_steps=cfg.lr_warmup_steps)
     if init_state is not None:
         module.model.load_state_dict(init_state)
     data = SRDataModule(cfg)

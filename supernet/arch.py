@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srcore.errors import UserError
+from srcore.layers import SKIPS
 from supernet.cells import KINDS, kind
 from supernet.cells.base import ACTS
+
+SKIP_K = {"nearest": 1, "bicubic": 5}  # kernel side of each skip's fixed conv (srcore.LRSkip)
 
 SCALES: tuple[int, ...] = (2, 3, 4)
 BLOCKS: tuple[str, ...] = tuple(KINDS)  # ("conv", "res", "wide"), the registry's order
@@ -86,12 +89,16 @@ class ArchConfig:
             the conv by the compiler) or "prelu" (a learned slope per channel, ECBSR's
             choice; one more op per activation in the exported file, so the latency model
             keys it apart). Left out of ``to_dict`` when "relu", so older files read the same.
+        skip: The global LR skip (`srcore.layers.LRSkip`): "nearest" (a channel repeat,
+            ECBSR's; left out of ``to_dict``) or "bicubic" (a fixed 5x5 conv: the net learns
+            the residual over bicubic upsampling). Fixed by the space, not searched.
     """
 
     scale: int
     head_width: int
     cells: tuple[CellConfig, ...]
     act: str = "relu"
+    skip: str = "nearest"
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or self.scale not in SCALES:
@@ -99,6 +106,8 @@ class ArchConfig:
         _check_int("head_width", self.head_width)
         if self.act not in ACTS:
             raise UserError(f"act is {self.act!r}; choose one of {list(ACTS)}")
+        if self.skip not in SKIPS:
+            raise UserError(f"skip is {self.skip!r}; choose one of {list(SKIPS)}")
         if isinstance(self.cells, list):
             object.__setattr__(self, "cells", tuple(self.cells))
         if not isinstance(self.cells, tuple) or not self.cells:
@@ -131,6 +140,8 @@ class ArchConfig:
         }
         if self.act != "relu":
             d["act"] = self.act
+        if self.skip != "nearest":
+            d["skip"] = self.skip
         return d
 
     @classmethod
@@ -139,10 +150,10 @@ class ArchConfig:
         if not isinstance(d, Mapping):
             raise UserError(f"architecture config must be a JSON object, got {type(d).__name__}")
         keys = {"scale", "head_width", "cells"}
-        if not keys <= set(d) <= keys | {"act"}:
+        if not keys <= set(d) <= keys | {"act", "skip"}:
             raise UserError(
                 f"architecture config has keys {sorted(d)}; it needs exactly {sorted(keys)}"
-                " (and optionally act)"
+                " (and optionally act and skip)"
             )
         if not isinstance(d["cells"], list | tuple):
             raise UserError(f"cells is {d['cells']!r}; it must be a list of cell objects")
@@ -157,7 +168,8 @@ class ArchConfig:
                 cells.append(CellConfig(c["block"], c["width"], c.get("inner")))
             except UserError as e:
                 raise UserError(f"cells[{i}]: {e}") from None
-        return cls(d["scale"], d["head_width"], tuple(cells), d.get("act", "relu"))
+        return cls(d["scale"], d["head_width"], tuple(cells), d.get("act", "relu"),
+                   d.get("skip", "nearest"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -224,7 +236,7 @@ def layers(arch: ArchConfig, lr_hw: tuple[int, int]) -> list[LayerSpec]:
         cin = c.width
     return out + [
         LayerSpec("conv", cin, 3 * s2, 3, h, w, None, "tail"),
-        LayerSpec("skip", 3, 3 * s2, 1, h, w, None, "skip"),
+        LayerSpec("skip", 3, 3 * s2, SKIP_K[arch.skip], h, w, None, "skip"),
         LayerSpec("add", 3 * s2, 3 * s2, 0, h, w, None, "skip"),
         LayerSpec("pixel_shuffle", 3 * s2, 3, 0, h, w, None, "upsample"),
     ]

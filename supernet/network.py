@@ -42,7 +42,7 @@ class SuperNet(nn.Module):
             for _ in range(self.space.max_depth)
         )
         self.tail = ElasticConv2d(width, 3 * s * s, 3)
-        self.skip = LRSkip(s)
+        self.skip = LRSkip(s, self.space.skip)
         self.upsample = nn.PixelShuffle(s)
         self._active = self.space.max_arch()
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from srcore.errors import UserError
+from srcore.layers import SKIPS
 from supernet.arch import (  # noqa: F401  (re-exported: the names code has imported from here)
     BLOCKS,
     KEEPS_WIDTH,
@@ -32,6 +33,10 @@ from supernet.cells import KINDS, wide_low  # noqa: F401  (wide_low: re-exported
 WIDTHS: tuple[int, ...] = tuple(range(8, 33, 4))  # head and cell output widths: 8, 12, ..., 32
 RES_INNERS: tuple[int, ...] = tuple(range(8, 33, 4))  # mid width of a res cell
 WIDE_INNERS: tuple[int, ...] = tuple(range(16, 65, 4))  # expansion width of a wide cell
+# The global skip of the spaces the CLI and the pipeline build (`make_space`): the nets learn
+# the residual over bicubic upsampling (docs/search_space.md, "The global skip"). A
+# `SearchSpace` without the field (older supernet files) means "nearest".
+DEFAULT_SKIP = "bicubic"
 
 
 def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
@@ -46,20 +51,23 @@ def distinct_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]
         for block in space.blocks:
             for width in (cin,) if block in KEEPS_WIDTH else space.widths:
                 for inner in space.inner_choices(block, width):
-                    arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),))
+                    arch = ArchConfig(space.scale, cin, (CellConfig(block, width, inner),),
+                                      skip=space.skip)
                     keys.update(dict.fromkeys(layers(arch, lr_hw)))
     return list(keys)
 
 
 def prelu_plain_keys(space: SearchSpace, lr_hw: tuple[int, int]) -> list[LayerSpec]:
-    """The PReLU op keys of the ECBSR-style plain nets over ``space``'s widths (head 3 -> C and
-    conv C -> C, each followed by a PReLU), so that the latency table prices the hand-designed
-    family a user would scale to the budget with its real activations. Only these: the search
-    itself runs ReLU nets (docs/search_space.md)."""
+    """The op keys of the ECBSR-style plain nets over ``space``'s widths that the space's own
+    nets lack: their PReLU convs (head 3 -> C and conv C -> C, each followed by a PReLU) and
+    their nearest skip (when the space's skip is another), so that the latency table prices the
+    hand-designed family a user would scale to the budget with its real ops. Only these: the
+    search itself runs ReLU nets with the space's skip (docs/search_space.md)."""
     keys: dict[LayerSpec, None] = {}
     for c in space.widths:
         arch = ArchConfig(space.scale, c, (CellConfig("conv", c),), "prelu")
-        keys.update(dict.fromkeys(k for k in layers(arch, lr_hw) if k.act == "prelu"))
+        keys.update(dict.fromkeys(k for k in layers(arch, lr_hw)
+                                  if k.act == "prelu" or k.op == "skip"))
     return list(keys)
 
 
@@ -83,6 +91,8 @@ class SearchSpace:
         blocks: Cell kinds allowed.
         res_inners: Choices for a res cell's mid width.
         wide_inners: Choices for a wide cell's expansion width.
+        skip: The global LR skip of every architecture (``ArchConfig.skip``): "nearest" or
+            "bicubic". Not searched: one supernet trains with one skip.
     """
 
     scale: int = 2
@@ -92,6 +102,7 @@ class SearchSpace:
     blocks: tuple[str, ...] = BLOCKS
     res_inners: tuple[int, ...] = RES_INNERS
     wide_inners: tuple[int, ...] = WIDE_INNERS
+    skip: str = "nearest"
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or self.scale not in SCALES:
@@ -104,6 +115,8 @@ class SearchSpace:
         if not blocks or not set(blocks) <= set(BLOCKS):
             raise UserError(f"search space blocks {self.blocks!r}: choose from {list(BLOCKS)}")
         object.__setattr__(self, "blocks", blocks)
+        if self.skip not in SKIPS:
+            raise UserError(f"search space skip is {self.skip!r}: choose one of {list(SKIPS)}")
         for name in ("widths", "res_inners", "wide_inners"):
             object.__setattr__(self, name, _choices(name, getattr(self, name)))
 
@@ -125,12 +138,12 @@ class SearchSpace:
             width = cin if block in KEEPS_WIDTH else rng.choice(self.widths)
             cells.append(CellConfig(block, width, rng.choice(self.inner_choices(block, width))))
             cin = width
-        return ArchConfig(self.scale, head, tuple(cells))
+        return ArchConfig(self.scale, head, tuple(cells), skip=self.skip)
 
     def _uniform(self, depth: int, block: str, pick: Any) -> ArchConfig:
         width = pick(self.widths)
         cell = CellConfig(block, width, pick(self.inner_choices(block, width)))
-        return ArchConfig(self.scale, width, (cell,) * depth)
+        return ArchConfig(self.scale, width, (cell,) * depth, skip=self.skip)
 
     def max_arch(self) -> ArchConfig:
         """Deepest and widest: max depth, max widths, every cell of the kind with most MACs."""
@@ -163,6 +176,8 @@ class SearchSpace:
         out = []
         if arch.scale != self.scale:
             out.append(f"scale {arch.scale} but the space is for scale {self.scale}")
+        if arch.skip != self.skip:
+            out.append(f"skip {arch.skip!r} but the space's is {self.skip!r}")
         if not self.min_depth <= arch.depth <= self.max_depth:
             out.append(f"depth {arch.depth} outside {self.min_depth}..{self.max_depth}")
         if arch.head_width not in self.widths:
@@ -196,6 +211,8 @@ class SearchSpace:
         out = []
         if self.scale != other.scale:
             out.append(f"scale {self.scale} (the other has {other.scale})")
+        if self.skip != other.skip:
+            out.append(f"skip {self.skip!r} (the other has {other.skip!r})")
         if self.min_depth < other.min_depth or self.max_depth > other.max_depth:
             out.append(f"depths {self.min_depth}..{self.max_depth} (the other has "
                        f"{other.min_depth}..{other.max_depth})")
@@ -227,12 +244,13 @@ def space_from_dict(d: Mapping[str, Any]) -> SearchSpace:
 
 
 def make_space(scale: int = 2, max_width: int | None = None, max_depth: int | None = None,
-               blocks: tuple[str, ...] | None = None) -> SearchSpace:
+               blocks: tuple[str, ...] | None = None, skip: str | None = None) -> SearchSpace:
     """The one way the CLI and the pipeline build a space: the default space at ``scale``,
     narrowed or widened to ``max_width`` (widths 8, 12, ..., max_width; res inner widths the
     same; wide inner widths 16, 20, ..., 2 * max_width), cut to ``max_depth`` cells and to the
-    cell kinds ``blocks``. The supernet, the latency table and the search all take it from here,
-    so a table built with the supernet's flags covers the supernet's space.
+    cell kinds ``blocks``, with the global skip ``skip`` (default ``DEFAULT_SKIP``). The
+    supernet, the latency table and the search all take it from here, so a table built with
+    the supernet's flags covers the supernet's space.
     """
     kw: dict[str, Any] = {"scale": scale}
     if max_width is not None:
@@ -244,4 +262,5 @@ def make_space(scale: int = 2, max_width: int | None = None, max_depth: int | No
         kw["max_depth"] = max_depth
     if blocks is not None:
         kw["blocks"] = tuple(blocks)
+    kw["skip"] = DEFAULT_SKIP if skip is None else skip
     return SearchSpace(**kw)

@@ -60,7 +60,7 @@ class SubNet(nn.Module):
             for cin, c in zip(arch.in_widths(), arch.cells, strict=True)
         )
         self.tail = conv3x3(arch.cells[-1].width, 3 * s * s)
-        self.skip = LRSkip(s)
+        self.skip = LRSkip(s, arch.skip)
         self.upsample = nn.PixelShuffle(s)
 
     @classmethod

@@ -11,6 +11,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def fake_export(module: nn.Module, shape: tuple[int, ...], path: Path, options: 
         act = "prelu" if module.prelu is not None else "relu" if module.relu else None
         desc = {"op": ["conv", c, conv.out_channels, conv.kernel_size[0], h, w, act]}
     elif isinstance(module, LRSkip):
-        desc = {"op": ["skip", c, 3 * module.scale**2, 1, h, w, None]}
+        desc = {"op": ["skip", c, 3 * module.scale**2, module.weight.shape[-1], h, w, None]}
     elif isinstance(module, DepthToSpaceProbe):
         desc = {"op": ["pixel_shuffle", c, c // module.scale**2, 0, h, w, None]}
     elif isinstance(module, AddChain):
@@ -264,9 +265,15 @@ def test_build_one_entry_per_key(tmp_path: Path) -> None:
     keys = ALL_KEYS
     assert list(table.entries) == keys
     own = distinct_keys(SMALL, LR)
-    assert keys[:len(own)] == own and set(keys[len(own):]) == set(prelu_plain_keys(SMALL, LR))
-    assert {k.act for k in prelu_plain_keys(SMALL, LR)} == {"prelu"}
-    assert len(prelu_plain_keys(SMALL, LR)) == 2 * len(SMALL.widths)  # head 3->C, conv C->C
+    family = prelu_plain_keys(SMALL, LR)
+    assert keys[:len(own)] == own and set(keys[len(own):]) == set(family) - set(own)
+    prelu = [k for k in family if k.act == "prelu"]
+    assert len(prelu) == 2 * len(SMALL.widths)  # head 3->C, conv C->C
+    assert [k for k in family if k not in prelu] == [k for k in own if k.op == "skip"]
+    # a space with the bicubic skip: the family's own nearest skip is priced too
+    bicubic = replace(SMALL, skip="bicubic")
+    skips = {k.k for k in distinct_keys(bicubic, LR) if k.op == "skip"}
+    assert skips == {5} and {k.k for k in prelu_plain_keys(bicubic, LR) if k.op == "skip"} == {1}
     n_probes = sum(len(probes_for(k)) for k in keys)
     assert len(dev.timed) == 1 + n_probes + 12  # baseline, probes, fit nets
     assert table.io_baseline_ms == pytest.approx(INVOKE_MS, abs=1e-4)
@@ -504,15 +511,17 @@ def test_cli_build_and_validate_on_host(tmp_path: Path, capsys, monkeypatch) -> 
     args = ["latency", "build", "--out", str(lut), "--nets", "0", *fast, *tiny]
     assert cli_main(args) == 0
     d = json.loads(lut.read_text())
-    # head, cell, tail, skip, add, ps; + the ECBSR family's head and conv with a PReLU
-    assert len(d["entries"]) == 8 and d["lr_hw"] == [12, 16]
+    # head, cell, tail, skip (bicubic: 5x5), add, ps; + the ECBSR family's head and conv with a
+    # PReLU, and its nearest skip (1x1)
+    assert len(d["entries"]) == 9 and d["lr_hw"] == [12, 16]
+    assert sorted(e["key"]["k"] for e in d["entries"] if e["key"]["op"] == "skip") == [1, 5]
     assert d["target"] == {
         "target": "host",
         "options": {"isolate": False, "threads": 2, "delegate": "xnnpack"},
     }
     assert all(math.isfinite(e["median_ms"]) and e["median_ms"] >= 0 for e in d["entries"])
     cached = list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
-    assert len(cached) == 10  # + baseline, two add chains
+    assert len(cached) == 11  # + baseline, two add chains
     (shuffle,) = [f for f in cached if f.name.startswith("pixel_shuffle")]
     assert op_histogram(shuffle) == {"DEPTH_TO_SPACE": 1}
     assert d["export"] == {"channels_last_io": True, "depth_to_space": True}
@@ -539,7 +548,7 @@ def test_cli_build_int8_times_int8_files_and_keeps_precisions_apart(tmp_path, ca
     assert d["export"] == {"channels_last_io": True, "depth_to_space": True, "precision": "int8"}
     assert len(d["nets"]) == 2
     probes = list((tmp_path / "cache").glob("latency-probes/*/int8/*.tflite"))
-    assert len(probes) == 10 and not list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
+    assert len(probes) == 11 and not list((tmp_path / "cache").glob("latency-probes/*/*.tflite"))
     (conv,) = [f for f in probes
                if f.name.startswith("conv-3-8-k3") and f.name.endswith("-relu.tflite")]
     interp = Interpreter(str(conv))

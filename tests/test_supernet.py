@@ -361,3 +361,43 @@ def test_untrained_conv_cells_pass_the_trunk_through() -> None:
             wider = cell(x[:, :16], CellConfig("conv", 32))
             assert (wider[:, :16] - x[:, :16]).abs().mean() < 0.1 * x.mean()
             assert wider[:, 16:].abs().mean() < 0.1 * x.mean()  # new channels start near 0
+
+
+def test_bicubic_skip_is_bicubic_upsampling_and_is_carried_by_the_space() -> None:
+    """skip "bicubic": the fixed 5x5 conv, pixel-shuffled, is torch's bicubic upsampling away
+    from the border (zero padding there) at every scale; the space hands it to every net it
+    makes, and the JSON names it only when it is not the default."""
+    from dataclasses import replace
+
+    from srcore.layers import LRSkip
+    from supernet.space import DEFAULT_SKIP, SearchSpace, make_space
+
+    for s in (2, 3, 4):
+        sub = SubNet(ArchConfig(s, 8, (CellConfig("conv", 8),), skip="bicubic"))
+        with torch.no_grad():
+            sub.tail.weight.zero_()
+            sub.tail.bias.zero_()
+            up, ref = sub(X), nn.functional.interpolate(X, scale_factor=s, mode="bicubic")
+        b = 2 * s  # the two LR pixels nearest the border see the zero padding
+        assert torch.allclose(up[..., b:-b, b:-b], ref[..., b:-b, b:-b], atol=1e-5)
+        assert not torch.allclose(up, nn.functional.interpolate(X, scale_factor=s), atol=1e-2)
+        assert "skip.weight" not in sub.state_dict()
+    assert LRSkip(2, "bicubic").weight.shape == (12, 3, 5, 5)
+    arch = ArchConfig(2, 8, (CellConfig("conv", 8),), skip="bicubic")
+    assert arch.to_dict()["skip"] == "bicubic" and ArchConfig.from_json(arch.to_json()) == arch
+    assert "skip" not in replace(arch, skip="nearest").to_dict()  # older files read the same
+    with pytest.raises(UserError, match="skip is 'bilinear'"):
+        ArchConfig(2, 8, (CellConfig("conv", 8),), skip="bilinear")
+    space = make_space(2, max_width=12, max_depth=2)
+    assert space.skip == DEFAULT_SKIP == "bicubic" and SearchSpace().skip == "nearest"
+    net = SuperNet(space)
+    sampled = net.sample_active_subnet(random.Random(0))
+    assert sampled.skip == "bicubic" and net.get_active_subnet(sampled).skip.mode == "bicubic"
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(X), net.get_active_subnet(sampled).eval()(X), atol=1e-5)
+    # a net with another skip is outside the space, and a nearest table does not cover it
+    with pytest.raises(UserError, match="skip 'nearest' but the space's is 'bicubic'"):
+        space.check(replace(sampled, skip="nearest"))
+    assert space.missing_from(replace(space, skip="nearest")) == [
+        "skip 'bicubic' (the other has 'nearest')"]

@@ -171,3 +171,19 @@ def test_native_prelu_form_copies_only_when_needed() -> None:
     torch.testing.assert_close(swapped(x), model(x))
     no_prelu = TinySR()
     assert native_prelu_form(no_prelu) is no_prelu
+
+
+@pytest.mark.parametrize("skip", ["nearest", "bicubic"])
+def test_subnet_skips_export_as_one_conv_each(tmp_path: Path, skip: str) -> None:
+    """The bicubic skip is one more CONV_2D (5x5, 3 -> 12), as the nearest one (1x1): the
+    exported file computes what PyTorch does (convert() checks) with no other op added."""
+    from supernet.space import ArchConfig, CellConfig
+    from supernet.subnet import SubNet
+
+    torch.manual_seed(0)
+    model = SubNet(ArchConfig(2, 8, (CellConfig("conv", 8),), skip=skip)).eval()
+    path = tflite.convert(model, (1, 3, 12, 16), tmp_path / "m.tflite", channels_last_io=True,
+                          depth_to_space=True)
+    ops = tflite.op_histogram(path)
+    assert ops["CONV_2D"] == 4 and ops["DEPTH_TO_SPACE"] == 1  # head, cell, tail, skip
+    assert set(ops) <= {"CONV_2D", "ADD", "DEPTH_TO_SPACE"}

@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-width", type=int, default=None, help=argparse.SUPPRESS)
     b.add_argument("--max-depth", type=int, default=None, help=argparse.SUPPRESS)
     b.add_argument("--blocks", default=None, help=argparse.SUPPRESS)
+    b.add_argument("--skip", choices=("nearest", "bicubic"), default=None,
+                   help="global LR skip of the space's nets, as the supernet's `--skip` "
+                   "(default: bicubic)")
     b.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
     b.add_argument(
         "--layout",
@@ -152,7 +155,7 @@ def space_from_args(args: argparse.Namespace):
     blocks = None
     if args.blocks is not None:
         blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
-    return make_space(args.scale, args.max_width, args.max_depth, blocks)
+    return make_space(args.scale, args.max_width, args.max_depth, blocks, args.skip)
 
 
 def _device_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-width", type=int, default=32, help="widest layer of the search space")
     p.add_argument("--max-depth", type=int, default=8, help="most cells of the search space")
+    p.add_argument("--skip", choices=("nearest", "bicubic"), default=None,
+                   help="global LR skip of every net of the space (default: "
+                   "supernet.space.DEFAULT_SKIP, bicubic; docs/search_space.md)")
     p.add_argument("--val-data", default=None, metavar="SPEC")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=100)
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from supernet.space import make_space
 
     cfg = train_config_from_args(args, args.lr)
-    space = make_space(args.scale, args.max_width, args.max_depth)
+    space = make_space(args.scale, args.max_width, args.max_depth, skip=args.skip)
     summary = train_supernet(
         space,
         cfg,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srcore.layers import LRSkip
+from supernet.arch import SKIP_K
 from supernet.space import LayerSpec
 
 # Bump when a probe's definition changes: cached probe files of older versions are not reused.
@@ -125,7 +126,8 @@ def probes_for(spec: LayerSpec, depth_to_space: bool = True) -> list[Probe]:
         return [Probe(spec, name, ConvProbe(spec), shape)]
     if spec.op == "skip":
         scale = math.isqrt(spec.cout // spec.cin)
-        return [Probe(spec, name, LRSkip(scale), shape)]
+        mode = {k: m for m, k in SKIP_K.items()}[spec.k]  # 1: nearest, 5: bicubic
+        return [Probe(spec, name, LRSkip(scale, mode), shape)]
     if spec.op == "pixel_shuffle":
         scale = math.isqrt(spec.cin // spec.cout)
         if depth_to_space:

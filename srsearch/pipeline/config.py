@@ -9,6 +9,7 @@ from typing import Any
 
 from srsearch.common.errors import UserError
 from srsearch.common.settings import build_config
+from supernet.space import DEFAULT_SKIP
 
 
 def _doc(default: Any, help: str) -> Any:
@@ -56,6 +57,7 @@ class PipelineConfig:
     supernet_steps: int = _doc(1000, "stage 1: supernet training steps")
     max_width: int = _doc(32, "search space: widest layer (multiple of 4)")
     max_depth: int = _doc(8, "search space: most cells")
+    skip: str = _doc(DEFAULT_SKIP, "search space: global LR skip, nearest or bicubic")
     search_trials: int = _doc(100, "stage 2: architecture candidates")
     stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates")
     rerank: int = _doc(8, "stage 2's best candidates fine-tuned --rerank-steps each to pick "
@@ -105,6 +107,10 @@ class PipelineConfig:
         for spec in self.eval_data:
             check_spec(spec, self.scale, flag="eval_data")
 
+        from srcore.layers import SKIPS
+
+        if self.skip not in SKIPS:
+            raise UserError(f"pipeline config: skip {self.skip!r} must be {' or '.join(SKIPS)}")
         if self.deploy_precision not in PRECISIONS:
             raise UserError(f"pipeline config: deploy_precision {self.deploy_precision!r} must "
                             f"be {' or '.join(PRECISIONS)}")

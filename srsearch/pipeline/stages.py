@@ -38,7 +38,7 @@ class StageLog:
 def _space(cfg: PipelineConfig):
     from supernet.space import make_space
 
-    return make_space(cfg.scale, cfg.max_width, cfg.max_depth)
+    return make_space(cfg.scale, cfg.max_width, cfg.max_depth, skip=cfg.skip)
 
 
 def _device(cfg: PipelineConfig):

@@ -164,7 +164,8 @@ class PruneConfig:
                     raise UserError(f"prune config keeps {low} low-rank channels of "
                                     f"{c.block} cell {i}, but its width {w} needs "
                                     f"{kind.low.__name__}({w}) = {need}")
-        return ArchConfig(self.arch.scale, width[0], tuple(cells), self.arch.act)
+        return ArchConfig(self.arch.scale, width[0], tuple(cells), self.arch.act,
+                          self.arch.skip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "arch": self.arch.to_dict(),

@@ -170,7 +170,7 @@ def suggest_arch(trial: Trial, space: SearchSpace) -> ArchConfig:
                  if kind.has_inner else None)
         cells.append(CellConfig(block, width, inner))
         cin = cells[-1].width
-    return ArchConfig(space.scale, head, tuple(cells))
+    return ArchConfig(space.scale, head, tuple(cells), skip=space.skip)
 
 
 def arch_params(arch: ArchConfig) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def _build(space: SearchSpace, head: int, genes: list[tuple[str, int, int]]) -> 
         width = cin if KINDS[block].residual else width
         cells.append(CellConfig(block, width, inner if KINDS[block].has_inner else width))
         cin = width
-    return ArchConfig(space.scale, head, tuple(cells))
+    return ArchConfig(space.scale, head, tuple(cells), skip=space.skip)
 
 
 def _random_gene(space: SearchSpace, rng: random.Random,

@@ -79,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--lut",
         type=Path,
         default=None,
-        help="the run's latency table: adds the ECBSR-style net it puts closest under the "
-        "budget (the baseline a user would scale to fit)",
+        help="the run's latency table: adds the ECBSR-style net scaled to the budget (the "
+        "slowest under it, timed on the target, of the 6 the table puts nearest; the "
+        "baseline a user would scale to fit)",
     )
     p.add_argument(
         "--supernet",

@@ -5,8 +5,9 @@ For one search run directory (``srsearch search --out RUN_DIR``) this trains eve
 with the run's fine-tuning recipe (training data, batch, patch; each preset's own learning
 rate) for as many optimiser steps and images as the delivered searched model had in total:
 its supernet's steps plus its fine-tune's (inheriting supernet weights is training too). It
-adds, when a latency model is given, the ECBSR-style net scaled to the budget (the (blocks,
-channels) the latency model puts closest under it), and with ``from_scratch`` the searched
+adds, when a latency model is given, the ECBSR-style net scaled to the budget (of the (blocks,
+channels) the latency model puts nearest it, the slowest measured under it on the target;
+`fairness.scaled_ecbsr`), and with ``from_scratch`` the searched
 architecture trained from random initialisation with exactly the baselines' recipe. With
 ``seeds`` N every trained model is trained N times (seeds run.seed .. run.seed+N-1; the
 delivered model's extra seeds re-fine-tune from the same inherited weights) and the table gives

@@ -4,8 +4,8 @@ A margin between two models means something only when both had the same training
 optimiser steps, the same images, the same seeds. The searched model inherits supernet weights,
 and that inheritance is training too, so its account includes the supernet's share. This module
 states each model's training compute, the spread of a margin over seeds, and the baseline a user
-would scale to the budget (the ECBSR-style family at the (blocks, channels) the latency model
-puts closest under it).
+would scale to the budget (the ECBSR-style family at the (blocks, channels) that runs closest
+under it: timed on the target among the latency model's nearest, or the model's pick).
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ class PipelineConfig:
     )
     train_steps: int = _doc(1000, "fine-tune steps of the searched model")
     scaled_baseline: bool = _doc(
-        True, "also train the ECBSR-style net the latency model puts closest under the budget"
+        True, "also train the ECBSR-style net scaled to the budget (the slowest under it, "
+        "timed on the target, of the 6 the latency model puts nearest)"
     )
     from_scratch: bool = _doc(
         True, "also train the searched architecture from random init with the baselines' recipe"

@@ -57,7 +57,7 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     assert (run_dir / "export" / "searched.tflite").is_file()
     assert (run_dir / "psnr_latency.png").is_file()
     assert (run_dir / "crops.png").is_file() and "](crops.png)" in report
-    assert "Re-ranked stage 2's best 2 by a 2-step fine-tune" in report
+    assert "Re-ranked stage 2's best (2) by a 2-step fine-tune" in report
     assert 0 <= stages["latency"]["mape_pct"] and -1 <= stages["latency"]["spearman"] <= 1
     capsys.readouterr()
     # rerun: every stage is skipped, nothing is recomputed

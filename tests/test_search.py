@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -826,6 +828,65 @@ def test_candidates_are_the_best_distinct_feasible_scored_trials():
     ]
     assert [t["arch"] for t in candidates(trials, 5)] == [c, a]
     assert [t["arch"] for t in candidates(trials, 1)] == [c]
+
+
+def test_candidates_by_depth_take_the_best_of_every_depth_in_turn():
+    from srsearch.search.rerank import candidates
+
+    def arch(depth, w):
+        return {"head_width": w, "cells": [{"block": "conv", "width": w}] * depth}
+
+    trials = [{"arch": arch(d, w), "feasible": True, "scored": True, "psnr": p}
+              for d, w, p in [(2, 8, 36.0), (2, 12, 35.9), (2, 16, 35.8), (5, 8, 35.0),
+                              (5, 12, 34.0), (3, 8, 35.5)]]
+    trials.append({"arch": arch(4, 8), "feasible": False, "scored": True, "psnr": 40.0})
+    best = candidates(trials, 4)
+    assert [len(t["arch"]["cells"]) for t in best] == [2, 2, 2, 3]  # the shallow bias
+    by_depth = candidates(trials, 5, pool="depths")
+    # depths ordered by their best (2: 36.0, 3: 35.5, 5: 35.0), round by round
+    assert [(len(t["arch"]["cells"]), t["psnr"]) for t in by_depth] == [
+        (2, 36.0), (3, 35.5), (5, 35.0), (2, 35.9), (5, 34.0)]
+    assert len(candidates(trials, 20, pool="depths")) == 6
+    with pytest.raises(ValueError, match="pool"):
+        candidates(trials, 2, pool="deep")
+
+
+@pytest.mark.parametrize("init", ["inherited", "scratch"])
+def test_rerank_trains_from_inherited_weights_or_from_scratch(supernet, monkeypatch, tmp_path,
+                                                              init):
+    import srsearch.train.train_jobs as train_jobs
+    from srsearch.search.rerank import rerank
+
+    seen = {}
+
+    def fake_train_models(jobs, out, log=print, skip_busy=False):
+        seen.update(jobs)
+        return {name: {"val_psnr": 30.0 + i} for i, name in enumerate(jobs)}
+
+    monkeypatch.setattr(train_jobs, "train_models", fake_train_models)
+    archs = [supernet.space.sample(random.Random(i)) for i in range(3)]
+    trials = [{"arch": a.to_dict(), "feasible": True, "scored": True, "psnr": 30.0 - i,
+               "latency_ms": 1.0, "ssim": 0.9} for i, a in enumerate(archs)]
+    ranked = rerank(supernet, trials, 2, SimpleNamespace(max_steps=7), tmp_path, init=init,
+                    log=lambda m: None)
+    assert ranked["init"] == init and ranked["steps"] == 7
+    assert ranked["chosen"]["arch"] == trials[1]["arch"]  # the better after training
+    if init == "scratch":
+        assert all(job.init is None for job in seen.values())
+    else:
+        sub = supernet.get_active_subnet(archs[0]).eval()
+        got = seen["c0"].init()
+        assert all(torch.equal(got[k], v) for k, v in sub.state_dict().items())
+    assert json.loads((tmp_path / "rerank.json").read_text())["init"] == init
+    with pytest.raises(ValueError, match="init"):
+        rerank(supernet, trials, 2, SimpleNamespace(max_steps=7), tmp_path, init="warm")
+
+
+def test_search_rejects_an_unknown_rerank_setting(image_dir):
+    with pytest.raises(UserError, match="--rerank-from"):
+        RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank_from="warm")
+    with pytest.raises(UserError, match="--rerank-pool"):
+        RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank_pool="deep")
 
 
 def test_rerank_fine_tunes_the_best_candidates_and_keeps_the_best_after(supernet, image_dir,

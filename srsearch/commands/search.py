@@ -83,7 +83,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fine-tune stage 2's K best candidates --rerank-steps steps each and keep the best "
         "(0: stage 2's pick; docs/search.md)",
     )
-    p.add_argument("--rerank-steps", type=int, default=1000, help="fine-tune steps per "
+    p.add_argument(
+        "--rerank-from", default="inherited", choices=("inherited", "scratch"),
+        help="re-rank by a fine-tune from the supernet's weights, or by training each "
+        "candidate from random initialisation with the same recipe, which ranks nets as "
+        "longer trainings from scratch do (default: %(default)s; docs/search.md)",
+    )
+    p.add_argument(
+        "--rerank-pool", default="best", choices=("best", "depths"),
+        help="re-rank stage 2's best, or the best of every depth in turn (the inherited score "
+        "favours shallow nets; default: %(default)s)",
+    )
+    p.add_argument("--rerank-steps", type=int, default=1000, help="training steps per "
                    "re-ranked candidate")
     p.add_argument(
         "--latency-rounds", type=int, default=2, metavar="N",

@@ -63,7 +63,11 @@ class PipelineConfig:
     stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates")
     rerank: int = _doc(8, "stage 2's best candidates fine-tuned --rerank-steps each to pick "
                        "from (0: stage 2's pick)")
-    rerank_steps: int = _doc(1000, "fine-tune steps per re-ranked candidate")
+    rerank_steps: int = _doc(1000, "training steps per re-ranked candidate")
+    rerank_from: str = _doc("inherited", "re-rank from the supernet's weights (inherited) or "
+                            "from random initialisation (scratch)")
+    rerank_pool: str = _doc("best", "re-rank stage 2's best, or the best of every depth in turn "
+                            "(depths)")
     latency_rounds: int = _doc(
         2, "search again (predictor scaled by measured/predicted) at most this many times "
         "when the chosen net, timed on the target, falls outside [measured_floor x budget, "

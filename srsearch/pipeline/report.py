@@ -81,9 +81,13 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         rr = ""
         if rerank.is_file():
             r = json.loads(rerank.read_text())
-            rr = (f" Re-ranked stage 2's best {len(r['rows'])} by a {r['steps']}-step fine-tune: "
+            how = ("training from scratch" if r.get("init") == "scratch"
+                   else "fine-tune")
+            which = ("the best of each depth" if r.get("pool") == "depths"
+                     else "stage 2's best")
+            rr = (f" Re-ranked {which} ({len(r['rows'])}) by a {r['steps']}-step {how}: "
                   f"kept #{r['chosen']['rank_stage2'] + 1} ({r['chosen']['val_psnr']:.3f} dB "
-                  f"against stage 2's pick's {r['rows'][0]['val_psnr']:.3f}).")
+                  f"against the first's {r['rows'][0]['val_psnr']:.3f}).")
         lines += [
             f"Search: {s['candidates_scored']} candidates scored in "
             f"{s['search_wall_s']:.0f} s; predicted latency "

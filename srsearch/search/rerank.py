@@ -18,6 +18,14 @@ and timed first, in one interleaved ``benchmark_rounds`` call, and only those me
 ``window`` are fine-tuned (the ``k`` best of them); when none is, all ``k`` are, as without a
 device, and the search's latency check corrects afterwards. The timings are kept in
 ``measured.json``, so a resumed re-rank does not time again.
+
+Two settings change what the re-rank measures (docs/search.md, session 10). ``init="scratch"``
+trains each candidate from random initialisation (the same recipe, no inherited weights): a
+fine-tune from inherited weights ranks nets as the supernet left them, and on session 9's run
+that put shallow nets with wide res inners first, which train worse from scratch than deep
+16-wide ones; a 2000-step training from scratch ranks as 5000 steps do (Spearman 0.91 / 0.93
+over 20 nets). ``pool="depths"`` draws the shortlist from every depth in turn (`candidates`),
+since stage 2's inherited score put only 2-3-cell nets in its best 16 there.
 """
 
 from __future__ import annotations
@@ -33,20 +41,36 @@ from supernet.network import SuperNet
 from supernet.space import ArchConfig
 
 
-def candidates(trials: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+INITS = ("inherited", "scratch")
+POOLS = ("best", "depths")
+
+
+def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best"
+               ) -> list[dict[str, Any]]:
     """The ``k`` best distinct feasible, scored trials by stage-2 PSNR (best first), each with
-    its ``arch`` as a dict."""
-    seen, out = set(), []
+    its ``arch`` as a dict.
+
+    ``pool="depths"``: the best of each depth (number of cells; depths ordered by their best),
+    then the second best of each, and so on, so that every depth stage 2 scored has a place
+    in the shortlist however its inherited scores compare."""
+    if pool not in POOLS:
+        raise ValueError(f"pool {pool!r}: one of {POOLS}")
+    seen, ranked = set(), []
     for t in sorted((t for t in trials if t["feasible"] and t["scored"] and t["psnr"] is not None),
                     key=lambda t: -t["psnr"]):
         arch = json.loads(t["arch"]) if isinstance(t["arch"], str) else t["arch"]  # Optuna: str
         key = json.dumps(arch, sort_keys=True)
         if key not in seen:
             seen.add(key)
-            out.append({**t, "arch": arch})
-        if len(out) == k:
-            break
-    return out
+            ranked.append({**t, "arch": arch})
+    if pool == "depths":
+        by_depth: dict[int, list[dict[str, Any]]] = {}
+        for t in ranked:  # dicts keep insertion order: depths by their best
+            by_depth.setdefault(len(t["arch"]["cells"]), []).append(t)
+        groups = list(by_depth.values())
+        ranked = [g[i] for i in range(max(map(len, groups), default=0))
+                  for g in groups if i < len(g)]
+    return ranked[:k]
 
 
 Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
@@ -54,28 +78,34 @@ Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
 
 def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_cfg: Any,
            out: Path, log: Callable[[str], None] = print, measure: Measure | None = None,
-           window: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Fine-tune the ``k`` best candidates (`candidates`) with ``train_cfg`` from inherited
-    weights into ``out/c<i>``; returns ``{"chosen": trial, "rows": [...]}`` (rows in stage-2
-    order, each with its fine-tuned ``val_psnr``) and writes it to ``out/rerank.json``.
+           window: tuple[float, float] | None = None, init: str = "inherited",
+           pool: str = "best") -> dict[str, Any]:
+    """Train the ``k`` best candidates (`candidates`, ``pool``) with ``train_cfg`` into
+    ``out/c<i>``, from inherited weights or, with ``init="scratch"``, from random
+    initialisation; returns ``{"chosen": trial, "rows": [...]}`` (rows in shortlist order,
+    each with its trained ``val_psnr``) and writes it to ``out/rerank.json``.
 
-    ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times stage 2's ``2 k``
-    best first and keeps the ``k`` best measured in ``[lo, hi]`` (module docstring); the
+    ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times the ``2 k`` first
+    of the shortlist and keeps the ``k`` first measured in ``[lo, hi]`` (module docstring); the
     result's ``"timed"`` lists every timed candidate."""
     from srsearch.train.train_jobs import TrainJob, train_models
 
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: one of {INITS}")
     timed = None
     if measure is None:
-        top = candidates(trials, k)
+        top = candidates(trials, k, pool)
     else:
         if window is None:
             raise ValueError("rerank: measure needs a window")
-        timed = _timed(candidates(trials, 2 * k), measure, window, Path(out), log)
+        timed = _timed(candidates(trials, 2 * k, pool), measure, window, Path(out), log)
         inside = [t for t in timed if t["in_window"]]
         top = (inside or timed)[:k]
 
     def job(arch: dict[str, Any]) -> TrainJob:
         sub = supernet.get_active_subnet(ArchConfig.from_dict(arch)).eval()
+        if init == "scratch":
+            return TrainJob(sub.config(), train_cfg)
         return TrainJob(sub.config(), train_cfg, lambda: sub.state_dict())
 
     jobs = {f"c{i}": job(t["arch"]) for i, t in enumerate(top)}
@@ -83,11 +113,13 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     rows = [{**t, "rank_stage2": i, "val_psnr": done[f"c{i}"]["val_psnr"]}
             for i, t in enumerate(top)]
     chosen = max(rows, key=lambda r: r["val_psnr"])
-    result = {"k": k, "steps": train_cfg.max_steps, "chosen": chosen, "rows": rows,
+    result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
+              "chosen": chosen, "rows": rows,
               **({"timed": timed, "window_ms": list(window)} if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
-    log(f"[rerank] chose stage 2's #{chosen['rank_stage2'] + 1} of {len(rows)}: "
-        f"{chosen['val_psnr']:.3f} dB after {train_cfg.max_steps} steps (stage 2's pick: "
+    how = "from scratch" if init == "scratch" else "of fine-tune"
+    log(f"[rerank] chose the shortlist's #{chosen['rank_stage2'] + 1} of {len(rows)}: "
+        f"{chosen['val_psnr']:.3f} dB after {train_cfg.max_steps} steps {how} (the first: "
         f"{rows[0]['val_psnr']:.3f} dB)")
     return result
 

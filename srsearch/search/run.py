@@ -295,7 +295,8 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
             window = (cfg.measured_floor * cfg.budget_ms, cfg.budget_ms)
             ranked = rerank(supernet, s2.trials, cfg.rerank,
                             cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank",
-                            measure=measure, window=window if measure else None)
+                            measure=measure, window=window if measure else None,
+                            init=cfg.rerank_from, pool=cfg.rerank_pool)
             s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())

@@ -12,14 +12,17 @@ from typing import Any
 
 from srsearch.common.atomic import write_json
 from srsearch.common.errors import UserError
+from srsearch.search.rerank import INITS, POOLS
 from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
 # Settings that change what a finished step holds; a resumed run must keep them.
 _FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "search_data", "crop", "sampler",
-          "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps")
+          "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps", "rerank_from",
+          "rerank_pool")
 # What a run's config.json written before a setting existed implies for it.
-_BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None}
+_BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None,
+           "rerank_from": "inherited", "rerank_pool": "best"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,10 @@ class RunConfig:
         rerank: Stage 2's best this many distinct candidates are each fine-tuned
             ``rerank_steps`` steps and the best after that is kept (0 or 1: stage 2's pick;
             `srsearch.search.rerank`).
-        rerank_steps: Fine-tune steps per re-ranked candidate.
+        rerank_steps: Training steps per re-ranked candidate.
+        rerank_from: "inherited" (a fine-tune from the supernet's weights) or "scratch" (the
+            same recipe from random initialisation: ranks as longer trainings from scratch do).
+        rerank_pool: "best" (stage 2's best) or "depths" (the best of every depth in turn).
         latency_rounds: With a device to measure on: when the chosen pruned architecture,
             timed end to end, falls outside ``[measured_floor x budget_ms, budget_ms]``,
             stages 2 and 3 run again with the predictor scaled by measured/predicted, up to
@@ -72,6 +78,8 @@ class RunConfig:
     stage3_trials: int = 40
     rerank: int = 0
     rerank_steps: int = 1000
+    rerank_from: str = "inherited"
+    rerank_pool: str = "best"
     latency_rounds: int = 2
     measured_floor: float = 0.9
     finetune_steps: int = 1000
@@ -97,6 +105,8 @@ class RunConfig:
             "--stage3-trials": (self.stage3_trials >= 0, "0 or more"),
             "--rerank": (self.rerank >= 0, "0 or more"),
             "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
+            "--rerank-from": (self.rerank_from in INITS, " or ".join(INITS)),
+            "--rerank-pool": (self.rerank_pool in POOLS, " or ".join(POOLS)),
             "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
             "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),

@@ -916,16 +916,16 @@ def test_rerank_fine_tunes_the_best_candidates_and_keeps_the_best_after(supernet
 class PerNetDevice(SpeedDevice):
     """A target on which the table is wrong by a different factor per net (as on the 2-core
     host, MAPE 8.8 %, largest -23 %): a net runs ``fast`` x its prediction when the CRC of its
-    arch is even, 1.0 x otherwise."""
+    arch is a multiple of ``every``, 1.0 x otherwise."""
 
-    def __init__(self, fast: float = 0.7) -> None:
+    def __init__(self, fast: float = 0.7, every: int = 2) -> None:
         super().__init__(1.0)
-        self.fast = fast
+        self.fast, self.every = fast, every
 
     def factor(self, arch: ArchConfig) -> float:
         import zlib
 
-        return self.fast if zlib.crc32(arch.to_json().encode()) % 2 == 0 else 1.0
+        return self.fast if zlib.crc32(arch.to_json().encode()) % self.every == 0 else 1.0
 
     def benchmark(self, paths, runs=20, warmup=3, on_result=None):
         from android_bench import BenchResult
@@ -946,16 +946,18 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     out = tmp_path / "run"
     cfg = quick_config(image_dir, trials=12, rerank=2, rerank_steps=1, batch_size=2,
                        lr_patch=8, measured_floor=0.85)
-    device = PerNetDevice(0.7)
+    device = PerNetDevice(0.7, every=7)  # one of the 4 fast: the session runs 1.0x
     run_search(supernet, FakePredictor(), cfg, out, device=device)
     ranked = json.loads((out / "rerank" / "rerank.json").read_text())
     timed = ranked["timed"]
     assert len(timed) == 4 and ranked["window_ms"] == [0.85 * BUDGET, BUDGET]
-    for t in timed:  # each timed as the device runs it, judged against the window
+    factors = [device.factor(ArchConfig.from_dict(t["arch"])) for t in timed]
+    assert ranked["drift"] == pytest.approx(float(np.median(factors)))
+    for t, f in zip(timed, factors):  # each timed as the device runs it, judged at its speed
         arch = ArchConfig.from_dict(t["arch"])
-        ms = device.factor(arch) * FakePredictor().predict(arch)
-        assert t["measured_ms"] == pytest.approx(ms)
-        assert t["in_window"] == (0.85 * BUDGET <= t["measured_ms"] <= BUDGET)
+        assert t["measured_ms"] == pytest.approx(f * FakePredictor().predict(arch))
+        assert t["session_ms"] == pytest.approx(t["measured_ms"] / ranked["drift"])
+        assert t["in_window"] == (0.85 * BUDGET <= t["session_ms"] <= BUDGET)
     inside = [t["arch"] for t in timed if t["in_window"]]
     assert 0 < len(inside) < 4  # the case this test is about: the table is wrong for some
     assert [r["arch"] for r in ranked["rows"]] == inside[:2]  # only those were fine-tuned
@@ -964,7 +966,7 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     check = json.loads((out / CHECK_FILE).read_text())
     assert check["accepted"] == 0 and check["in_window"]
     # a resumed run times nothing again but the final model (3 rounds)
-    device2 = PerNetDevice(0.7)
+    device2 = PerNetDevice(0.7, every=7)
     (out / "model.pt").unlink()
     (out / "rerank" / "rerank.json").unlink()  # the re-rank redone from its folder
     run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
@@ -977,8 +979,40 @@ def test_rerank_with_no_candidate_in_the_window_keeps_stage_2s_order(supernet, i
     out = tmp_path / "run"
     cfg = quick_config(image_dir, trials=12, rerank=2, rerank_steps=1, batch_size=2,
                        lr_patch=8, latency_rounds=1)
-    run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(5.0))
+    run_search(supernet, FakePredictor(), cfg, out, device=SpreadDevice())
     ranked = json.loads((out / "rerank" / "rerank.json").read_text())
     assert not any(t["in_window"] for t in ranked["timed"])
     assert [r["arch"] for r in ranked["rows"]] == [t["arch"] for t in ranked["timed"][:2]]
-    assert "0 of 4 measured in" in capsys.readouterr().out
+    assert "0 of 4 in" in capsys.readouterr().out
+
+
+class SpreadDevice(PerNetDevice):
+    """Each net runs 2**i x its prediction, i its order of timing: at the session's median
+    speed none is near its prediction."""
+
+    def benchmark(self, paths, runs=20, warmup=3, on_result=None):
+        from android_bench import BenchResult
+
+        out = []
+        for i, p in enumerate(paths):
+            ms = 2.0 ** (i % 4) * 3 * FakePredictor().predict(ArchConfig.from_json(
+                Path(p).read_text()))
+            self.timed.append(ms)
+            out.append(BenchResult.from_samples(Path(p), [ms, ms, ms]))
+        return out
+
+
+def test_the_window_is_judged_at_the_sessions_speed(tmp_path):
+    from srsearch.search.rerank import _timed, session_drift
+
+    assert session_drift([10, 20, 30], [14, 28, 42]) == pytest.approx(1.4)
+    assert session_drift([None, 0, 10], [5, 5, 12]) == pytest.approx(1.2)
+    assert session_drift([None], [5]) == 1.0
+    shortlist = [{"arch": {"scale": 2, "head_width": w, "cells": [{"block": "conv", "width": w}]},
+                  "latency_ms": 95.0} for w in (8, 12, 16)]
+    # the target ran 1.4x its table this session; the third net 20 % more than that
+    timed = _timed(shortlist, lambda archs, folder: [133.0, 133.0, 160.0], (90.0, 100.0),
+                   tmp_path, log=lambda m: None)
+    assert [t["in_window"] for t in timed] == [True, True, False]
+    assert timed[0]["session_ms"] == pytest.approx(95.0)
+    assert timed[2]["measured_ms"] == 160.0

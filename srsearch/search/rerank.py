@@ -19,6 +19,14 @@ and timed first, in one interleaved ``benchmark_rounds`` call, and only those me
 device, and the search's latency check corrects afterwards. The timings are kept in
 ``measured.json``, so a resumed re-rank does not time again.
 
+The window is applied after dividing every timing by the session's speed: the median of
+measured / predicted over the shortlist (``drift``). The re-rank's timing is there to catch the
+table's errors from net to net; the target's speed in this session is the latency check's
+business. On session 10's 2-core host the median moved from 1.09 to 1.26 between two sessions
+ten minutes apart (and the check read 0.82), while within one session nets spread around it
+by 5-8.5 %: taken raw, the window kept 3 of 16 and then 0 of 16, and dropped every deep net;
+divided by the median, 7 and 9 (docs/search.md, session 10).
+
 Two settings change what the re-rank measures (docs/search.md, session 10). ``init="scratch"``
 trains each candidate from random initialisation (the same recipe, no inherited weights): a
 fine-tune from inherited weights ranks nets as the supernet left them, and on session 9's run
@@ -115,7 +123,10 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     chosen = max(rows, key=lambda r: r["val_psnr"])
     result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
               "chosen": chosen, "rows": rows,
-              **({"timed": timed, "window_ms": list(window)} if timed is not None else {})}
+              **({"timed": timed, "window_ms": list(window),
+                  "drift": session_drift([t["latency_ms"] for t in timed],
+                                         [t["measured_ms"] for t in timed])}
+                 if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
     how = "from scratch" if init == "scratch" else "of fine-tune"
     log(f"[rerank] chose the shortlist's #{chosen['rank_stage2'] + 1} of {len(rows)}: "
@@ -126,8 +137,9 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
 
 def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[float, float],
            out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """``shortlist`` with each candidate's ``measured_ms`` and ``in_window``, timed by
-    ``measure`` once (``out/measured.json`` keeps the timings of a shortlist for a resume)."""
+    """``shortlist`` with each candidate's ``measured_ms``, ``session_ms`` (measured / the
+    session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in ``window``), timed
+    by ``measure`` once (``out/measured.json`` keeps the timings of a shortlist for a resume)."""
     from srsearch.common.atomic import read_json
 
     lo, hi = window
@@ -140,13 +152,25 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
         log(f"[rerank] timing stage 2's {len(archs)} best on the device")
         ms = [float(v) for v in measure([ArchConfig.from_dict(a) for a in archs], out / "timed")]
         write_json(cache, {"archs": archs, "measured_ms": ms})
-    timed = [{**t, "measured_ms": m, "in_window": lo <= m <= hi}
+    drift = session_drift([t["latency_ms"] for t in shortlist], ms)
+    timed = [{**t, "measured_ms": m, "session_ms": m / drift, "in_window": lo <= m / drift <= hi}
              for t, m in zip(shortlist, ms, strict=True)]
     n_in = sum(t["in_window"] for t in timed)
-    log(f"[rerank] {n_in} of {len(timed)} measured in [{lo:.2f}, {hi:.2f}] ms"
+    log(f"[rerank] the target ran {drift:.3f}x the latency model in this session (median of "
+        f"{len(ms)}); {n_in} of {len(timed)} in [{lo:.2f}, {hi:.2f}] ms at that speed"
         + ("" if n_in else "; none is, so the re-rank keeps stage 2's order and the latency "
            "check corrects"))
     return timed
+
+
+def session_drift(predicted: Sequence[float | None], measured: Sequence[float]) -> float:
+    """The median of measured / predicted ms over the nets with a positive prediction: how
+    fast the target ran in this timing session against its latency model (1.0 when no net has
+    one)."""
+    import statistics
+
+    ratios = [m / p for p, m in zip(predicted, measured, strict=True) if p and p > 0 and m > 0]
+    return statistics.median(ratios) if ratios else 1.0
 
 
 def apply_choice(s2: Any, chosen: dict[str, Any]) -> Any:

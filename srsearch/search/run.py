@@ -250,8 +250,9 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
     """Stage 2 (+ re-rank) and stage 3 in ``out`` (each skipped when its file is there), both
     considering nets predicted in [``floor`` (default ``cfg.budget_floor``) x the budget,
     ``budget_ms`` (default the budget)]. With ``measure`` (`measure_archs` on the run's
-    device) the re-rank fine-tunes only candidates measured in [``cfg.measured_floor`` x the
-    budget, the budget] (`srsearch.search.rerank`)."""
+    device) the re-rank trains only candidates measured in [``cfg.measured_floor`` x the
+    budget, the budget] once divided by the timing session's speed against the latency model
+    (`srsearch.search.rerank`)."""
     from srsearch.search.stage3 import STUDY_NAME as STAGE3_STUDY
     from srsearch.search.stage3 import search_pruning, space_floors, stage3_result
 

@@ -124,7 +124,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
               "chosen": chosen, "rows": rows,
               **({"timed": timed, "window_ms": list(window),
-                  "drift": session_drift([t["latency_ms"] for t in timed],
+                  "drift": session_drift([t.get("latency_ms") for t in timed],
                                          [t["measured_ms"] for t in timed])}
                  if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
@@ -152,7 +152,7 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
         log(f"[rerank] timing stage 2's {len(archs)} best on the device")
         ms = [float(v) for v in measure([ArchConfig.from_dict(a) for a in archs], out / "timed")]
         write_json(cache, {"archs": archs, "measured_ms": ms})
-    drift = session_drift([t["latency_ms"] for t in shortlist], ms)
+    drift = session_drift([t.get("latency_ms") for t in shortlist], ms)
     timed = [{**t, "measured_ms": m, "session_ms": m / drift, "in_window": lo <= m / drift <= hi}
              for t, m in zip(shortlist, ms, strict=True)]
     n_in = sum(t["in_window"] for t in timed)
@@ -163,14 +163,17 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
     return timed
 
 
+MIN_DRIFT_NETS = 5  # fewer timed nets: their median is the nets themselves, not the session
+
+
 def session_drift(predicted: Sequence[float | None], measured: Sequence[float]) -> float:
     """The median of measured / predicted ms over the nets with a positive prediction: how
-    fast the target ran in this timing session against its latency model (1.0 when no net has
-    one)."""
+    fast the target ran in this timing session against its latency model (1.0 when fewer than
+    `MIN_DRIFT_NETS` have one: then the window judges the raw timings)."""
     import statistics
 
     ratios = [m / p for p, m in zip(predicted, measured, strict=True) if p and p > 0 and m > 0]
-    return statistics.median(ratios) if ratios else 1.0
+    return statistics.median(ratios) if len(ratios) >= MIN_DRIFT_NETS else 1.0
 
 
 def apply_choice(s2: Any, chosen: dict[str, Any]) -> Any:

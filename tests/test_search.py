@@ -1012,8 +1012,9 @@ def test_the_window_is_judged_at_the_sessions_speed(tmp_path):
     shortlist = [{"arch": {"scale": 2, "head_width": w, "cells": [{"block": "conv", "width": w}]},
                   "latency_ms": 95.0} for w in (8, 12, 16, 20, 24)]
     # the target ran 1.4x its table this session; the last net 20 % more than that
-    timed = _timed(shortlist, lambda archs, folder: [133.0] * 4 + [160.0], (90.0, 100.0),
-                   tmp_path, log=lambda m: None)
+    timed, drift = _timed(shortlist, lambda archs, folder: [133.0] * 4 + [160.0],
+                          (90.0, 100.0), tmp_path, log=lambda m: None)
+    assert drift == pytest.approx(133.0 / 95.0)
     assert [t["in_window"] for t in timed] == [True] * 4 + [False]
     assert timed[0]["session_ms"] == pytest.approx(95.0)
     assert timed[4]["measured_ms"] == 160.0

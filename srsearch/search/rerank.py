@@ -100,13 +100,13 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
 
     if init not in INITS:
         raise ValueError(f"init {init!r}: one of {INITS}")
-    timed = None
+    timed, drift = None, None
     if measure is None:
         top = candidates(trials, k, pool)
     else:
         if window is None:
             raise ValueError("rerank: measure needs a window")
-        timed = _timed(candidates(trials, 2 * k, pool), measure, window, Path(out), log)
+        timed, drift = _timed(candidates(trials, 2 * k, pool), measure, window, Path(out), log)
         inside = [t for t in timed if t["in_window"]]
         top = (inside or timed)[:k]
 
@@ -123,9 +123,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     chosen = max(rows, key=lambda r: r["val_psnr"])
     result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
               "chosen": chosen, "rows": rows,
-              **({"timed": timed, "window_ms": list(window),
-                  "drift": session_drift([t.get("latency_ms") for t in timed],
-                                         [t["measured_ms"] for t in timed])}
+              **({"timed": timed, "window_ms": list(window), "drift": drift}
                  if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
     how = "from scratch" if init == "scratch" else "of fine-tune"
@@ -136,10 +134,11 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
 
 
 def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[float, float],
-           out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+           out: Path, log: Callable[[str], None]) -> tuple[list[dict[str, Any]], float]:
     """``shortlist`` with each candidate's ``measured_ms``, ``session_ms`` (measured / the
-    session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in ``window``), timed
-    by ``measure`` once (``out/measured.json`` keeps the timings of a shortlist for a resume)."""
+    session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in ``window``), and
+    that ``drift``; timed by ``measure`` once (``out/measured.json`` keeps the timings of a
+    shortlist for a resume)."""
     from srsearch.common.atomic import read_json
 
     lo, hi = window
@@ -160,7 +159,7 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
         f"{len(ms)}); {n_in} of {len(timed)} in [{lo:.2f}, {hi:.2f}] ms at that speed"
         + ("" if n_in else "; none is, so the re-rank keeps stage 2's order and the latency "
            "check corrects"))
-    return timed
+    return timed, drift
 
 
 MIN_DRIFT_NETS = 5  # fewer timed nets: their median is the nets themselves, not the session

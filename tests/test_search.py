@@ -953,7 +953,8 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     assert len(timed) == 4 and ranked["window_ms"] == [0.85 * BUDGET, BUDGET]
     factors = [device.factor(ArchConfig.from_dict(t["arch"])) for t in timed]
     assert ranked["drift"] == 1.0  # 4 timed, too few to tell the session's speed from
-    for t, f in zip(timed, factors):  # each timed as the device runs it, judged at its speed
+    # each timed as the device runs it, judged at its speed
+    for t, f in zip(timed, factors, strict=True):
         arch = ArchConfig.from_dict(t["arch"])
         assert t["measured_ms"] == pytest.approx(f * FakePredictor().predict(arch))
         assert t["session_ms"] == pytest.approx(t["measured_ms"] / ranked["drift"])

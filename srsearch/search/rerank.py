@@ -48,7 +48,6 @@ from srsearch.common.atomic import write_json
 from supernet.network import SuperNet
 from supernet.space import ArchConfig
 
-
 INITS = ("inherited", "scratch")
 POOLS = ("best", "depths")
 

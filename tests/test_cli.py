@@ -1,6 +1,8 @@
+import argparse
+
 import pytest
 
-from srsearch.cli import COMMAND_MODULES, main
+from srsearch.cli import COMMAND_MODULES, build_parser, main
 
 
 def test_help_lists_every_command(capsys):
@@ -21,3 +23,34 @@ def test_help_lists_every_command(capsys):
         "export",
         "data",
     }
+
+
+def _choices(parser: argparse.ArgumentParser, path: tuple[str, ...], flag: str) -> tuple:
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    return tuple(action.choices)
+
+
+def test_flag_choices_are_their_owners_constants():
+    # The parsers spell these lists out so that `srsearch --help` imports no torch; each list
+    # is owned by the module that acts on it, and must not drift from it.
+    from srcore.layers import SKIPS
+    from srsearch.models.subnet import REP_KINDS
+    from srsearch.search.rerank import INITS, POOLS
+    from srsearch.search.stage2 import SAMPLERS
+    from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
+
+    owners = {
+        (("search",), "--rerank-from"): INITS,
+        (("search",), "--rerank-pool"): POOLS,
+        (("search",), "--sampler"): SAMPLERS,
+        (("search",), "--stage3-sampler"): STAGE3_SAMPLERS,
+        (("supernet",), "--skip"): SKIPS,
+        (("latency", "build"), "--skip"): SKIPS,
+        (("compare",), "--rep"): REP_KINDS,
+    }
+    parser = build_parser()
+    for (path, flag), owned in owners.items():
+        assert set(_choices(parser, path, flag)) == set(owned), (path, flag)

@@ -85,8 +85,10 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
                    else "fine-tune")
             which = ("the best of each depth" if r.get("pool") == "depths"
                      else "stage 2's best")
+            # rank_shortlist: its place among the trained; runs before it called it rank_stage2
+            kept = r["chosen"].get("rank_shortlist", r["chosen"].get("rank_stage2", 0))
             rr = (f" Re-ranked {which} ({len(r['rows'])}) by a {r['steps']}-step {how}: "
-                  f"kept #{r['chosen']['rank_stage2'] + 1} ({r['chosen']['val_psnr']:.3f} dB "
+                  f"kept #{kept + 1} ({r['chosen']['val_psnr']:.3f} dB "
                   f"against the first's {r['rows'][0]['val_psnr']:.3f}).")
         lines += [
             f"Search: {s['candidates_scored']} candidates scored in "

@@ -15,9 +15,12 @@ host the table's whole-net errors differed from net to net (MAPE 8.8 %, largest 
 pick predicted inside the budget window could measure well outside it, and one factor per
 correction round chased those errors (docs/search.md). So stage 2's ``2 k`` best are exported
 and timed first, in one interleaved ``benchmark_rounds`` call, and only those measured inside
-``window`` are fine-tuned (the ``k`` best of them); when none is, all ``k`` are, as without a
-device, and the search's latency check corrects afterwards. The timings are kept in
-``measured.json``, so a resumed re-rank does not time again.
+``window`` are fine-tuned (the ``k`` best of them). When fewer than ``k`` are inside, the next
+``2 k`` of the shortlist are timed in a second session (`TIMING_SESSIONS`): on session 11's
+run 3 of 12 landed inside and the re-rank trained 3 where it had room for 6. When none is
+inside, all ``k`` are trained, as without a device, and the search's latency check corrects
+afterwards. The timings are kept in ``measured.json``, so a resumed re-rank does not time
+again.
 
 The window is applied after dividing every timing by the session's speed: the median of
 measured / predicted over the shortlist (``drift``). The re-rank's timing is there to catch the
@@ -77,7 +80,7 @@ def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best"
         groups = list(by_depth.values())
         ranked = [g[i] for i in range(max(map(len, groups), default=0))
                   for g in groups if i < len(g)]
-    return ranked[:k]
+    return [{**t, "rank_stage2": i} for i, t in enumerate(ranked[:k])]
 
 
 Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
@@ -105,7 +108,9 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     else:
         if window is None:
             raise ValueError("rerank: measure needs a window")
-        timed, drift = _timed(candidates(trials, 2 * k, pool), measure, window, Path(out), log)
+        timed, drifts = _timed(candidates(trials, 2 * k * TIMING_SESSIONS, pool), measure,
+                               window, Path(out), log, batch=2 * k, want=k)
+        drift = drifts[0]
         inside = [t for t in timed if t["in_window"]]
         top = (inside or timed)[:k]
 
@@ -117,48 +122,69 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
 
     jobs = {f"c{i}": job(t["arch"]) for i, t in enumerate(top)}
     done = train_models(jobs, out, lambda m: log(f"[rerank] {m}"))
-    rows = [{**t, "rank_stage2": i, "val_psnr": done[f"c{i}"]["val_psnr"]}
+    rows = [{**t, "rank_shortlist": i, "val_psnr": done[f"c{i}"]["val_psnr"]}
             for i, t in enumerate(top)]
     chosen = max(rows, key=lambda r: r["val_psnr"])
     result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
               "chosen": chosen, "rows": rows,
-              **({"timed": timed, "window_ms": list(window), "drift": drift}
+              **({"timed": timed, "window_ms": list(window), "drift": drift, "drifts": drifts}
                  if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
     how = "from scratch" if init == "scratch" else "of fine-tune"
-    log(f"[rerank] chose the shortlist's #{chosen['rank_stage2'] + 1} of {len(rows)}: "
+    log(f"[rerank] chose the shortlist's #{chosen['rank_shortlist'] + 1} of {len(rows)} "
+        f"(stage 2's #{chosen['rank_stage2'] + 1} in the {pool} order): "
         f"{chosen['val_psnr']:.3f} dB after {train_cfg.max_steps} steps {how} (the first: "
         f"{rows[0]['val_psnr']:.3f} dB)")
     return result
 
 
+TIMING_SESSIONS = 2  # sessions of 2 k nets the re-rank times at most to find k in its window
+
+
 def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[float, float],
-           out: Path, log: Callable[[str], None]) -> tuple[list[dict[str, Any]], float]:
-    """``shortlist`` with each candidate's ``measured_ms``, ``session_ms`` (measured / the
-    session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in ``window``), and
-    that ``drift``; timed by ``measure`` once (``out/measured.json`` keeps the timings of a
-    shortlist for a resume)."""
+           out: Path, log: Callable[[str], None], batch: int | None = None,
+           want: int | None = None) -> tuple[list[dict[str, Any]], list[float]]:
+    """The first ``batch`` of ``shortlist`` (all of it by default), then the next ``batch``
+    while fewer than ``want`` are in the window, each with its ``measured_ms``, ``session_ms``
+    (measured / its session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in
+    ``window``); and each session's ``drift``. Each batch is one timing session of ``measure``
+    (the target's speed moves between sessions, so each is judged at its own);
+    ``out/measured.json`` keeps the sessions' timings for a resume."""
     from srsearch.common.atomic import read_json
 
     lo, hi = window
-    archs = [t["arch"] for t in shortlist]
+    batch = batch or len(shortlist)
     cache = out / "measured.json"
     saved = read_json(cache) or {}
-    if saved.get("archs") == archs:
-        ms = saved["measured_ms"]
-    else:
-        log(f"[rerank] timing stage 2's {len(archs)} best on the device")
-        ms = [float(v) for v in measure([ArchConfig.from_dict(a) for a in archs], out / "timed")]
-        write_json(cache, {"archs": archs, "measured_ms": ms})
-    drift = session_drift([t.get("latency_ms") for t in shortlist], ms)
-    timed = [{**t, "measured_ms": m, "session_ms": m / drift, "in_window": lo <= m / drift <= hi}
-             for t, m in zip(shortlist, ms, strict=True)]
-    n_in = sum(t["in_window"] for t in timed)
-    log(f"[rerank] the target ran {drift:.3f}x the latency model in this session (median of "
-        f"{len(ms)}); {n_in} of {len(timed)} in [{lo:.2f}, {hi:.2f}] ms at that speed"
-        + ("" if n_in else "; none is, so the re-rank keeps stage 2's order and the latency "
-           "check corrects"))
-    return timed, drift
+    sessions = saved.get("sessions") or ([saved] if "archs" in saved else [])
+    timed: list[dict[str, Any]] = []
+    drifts: list[float] = []
+    for n, start in enumerate(range(0, len(shortlist), batch)):
+        if drifts and want is not None and sum(t["in_window"] for t in timed) >= want:
+            break
+        part = shortlist[start:start + batch]
+        archs = [t["arch"] for t in part]
+        if n < len(sessions) and sessions[n].get("archs") == archs:
+            ms = sessions[n]["measured_ms"]
+        else:
+            log(f"[rerank] timing stage 2's {'next ' if n else ''}{len(archs)} best on the "
+                "device")
+            ms = [float(v) for v in measure([ArchConfig.from_dict(a) for a in archs],
+                                            out / ("timed" if n == 0 else f"timed{n}"))]
+            sessions = sessions[:n] + [{"archs": archs, "measured_ms": ms}]
+            write_json(cache, {"sessions": sessions})
+        drift = session_drift([t.get("latency_ms") for t in part], ms)
+        drifts.append(drift)
+        timed += [{**t, "measured_ms": m, "session_ms": m / drift,
+                   "in_window": lo <= m / drift <= hi, "session": n}
+                  for t, m in zip(part, ms, strict=True)]
+        n_in = sum(t["in_window"] for t in timed[start:])
+        log(f"[rerank] the target ran {drift:.3f}x the latency model in this session (median "
+            f"of {len(ms)}); {n_in} of {len(part)} in [{lo:.2f}, {hi:.2f}] ms at that speed")
+    if not any(t["in_window"] for t in timed):
+        log("[rerank] none is in the window, so the re-rank keeps stage 2's order and the "
+            "latency check corrects")
+    return timed, drifts
 
 
 MIN_DRIFT_NETS = 5  # fewer timed nets: their median is the nets themselves, not the session

@@ -317,3 +317,59 @@ def test_train_models_leaves_a_job_another_process_trains_to_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_train_only_on_the_target_times_the_scaled_row_and_elsewhere_takes_the_table(
+        run_dir, tmp_path, monkeypatch):
+    """Session 11: two `--train-only` processes on the target host took the table's pick
+    (ECBSR-M1C28) where the scoring call would have timed M4C16; on the target itself a
+    train-only process now times, as the scoring call does."""
+    import shutil
+
+    import srsearch.comparison.compare as compare
+    from android_bench import device_from_target
+
+    run, image_dir = run_dir
+    seen = []
+    monkeypatch.setattr(compare, "_pick_scaled",
+                        lambda pred, r, log, out, device: seen.append(device) or None)
+    here = tmp_path / "here"
+    shutil.copytree(run, here)
+    summary = json.loads((here / "summary.json").read_text())
+    summary["target"] = device_from_target("host").fingerprint_id()
+    (here / "summary.json").write_text(json.dumps(summary))
+    for path in (here, run):
+        compare_run(path, [str(image_dir)], baselines=("espcn",), steps=1, out=tmp_path / "o",
+                    train_only=True, predictor=FakePredictor(), log=lambda m: None,
+                    accelerator="cpu")
+    assert seen[0] is not None and seen[0].fingerprint_id() == summary["target"]
+    assert seen[1] is None  # a table built elsewhere: this is a training machine
+
+
+def test_a_second_process_waits_for_the_first_ones_scaled_pick(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from srsearch.comparison.compare import SCALED_FILE, RunSettings, _scaled_baseline
+
+    run = RunSettings.load(run_dir[0])
+    out = tmp_path / "cmp"
+    (out / "scaled").mkdir(parents=True)
+    pick = {"name": "ecbsr-m4c16", "chosen_by": "measured"}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,json,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|"
+         "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+         "time.sleep(1.5); open(sys.argv[2] + '.tmp', 'w').write(sys.argv[3]); "
+         "os.replace(sys.argv[2] + '.tmp', sys.argv[2])",
+         str(out / "scaled" / ".lock"), str(out / SCALED_FILE),
+         json.dumps({"budget_ms": run.search.budget_ms, "scaled": pick})],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        logs: list[str] = []
+        got = _scaled_baseline(FakePredictor(), run, logs.append, out, device=object())
+        assert got == pick  # the holder's, not timed again here (the device is no device)
+        assert "waiting for" in logs[0]
+    finally:
+        holder.kill()
+        holder.wait()

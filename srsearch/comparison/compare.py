@@ -32,6 +32,7 @@ one session, so they are comparable with each other.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -150,17 +151,52 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
 SCALED_FILE = "scaled.json"
 
 
+def _on_target(spec: str, device: Any, run: RunSettings) -> bool:
+    """This machine is the run's target: the host whose fingerprint is the table's (a phone
+    target is not assumed attached to a training machine)."""
+    return spec == "host" and run.target_id is not None and device.fingerprint_id() == run.target_id
+
+
 def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None], out: Path,
                      device: Any = None):
     """The ECBSR-style row scaled to the run's budget (`scaled_ecbsr`), timed on ``device``
     when one is given; the pick is kept in ``out/scaled.json`` so that a resumed or
     train-only-then-score compare trains and reports the same net."""
-    from srsearch.comparison.fairness import scaled_ecbsr
-    from supernet.space import SearchSpace
-
     saved = atomic.read_json(out / SCALED_FILE)
     if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
         return saved["scaled"]
+    if device is None:
+        return _pick_scaled(predictor, run, log, out, None)
+    # one process times; another started beside it (`--train-only` shares) waits for its pick
+    from srsearch.common.rundir_lock import Busy, run_dir_lock
+
+    try:
+        with run_dir_lock(out / "scaled"):
+            saved = atomic.read_json(out / SCALED_FILE)  # written while this one waited
+            if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+                return saved["scaled"]
+            return _pick_scaled(predictor, run, log, out, device)
+    except Busy:
+        log(f"[compare] another process is timing the scaled row's candidates; waiting for "
+            f"its {out / SCALED_FILE}")
+        deadline = time.monotonic() + SCALED_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            saved = atomic.read_json(out / SCALED_FILE)
+            if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+                return saved["scaled"]
+        raise UserError(f"{out / SCALED_FILE} did not appear in {SCALED_WAIT_S:.0f} s while "
+                        "another process held its timing; run compare again when it has "
+                        "ended") from None
+
+
+SCALED_WAIT_S = 900.0  # 6 nets exported and timed take about a minute on the 2-core host
+
+
+def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], out: Path,
+                 device: Any):
+    from srsearch.comparison.fairness import scaled_ecbsr
+    from supernet.space import SearchSpace
 
     space = SearchSpace(scale=run.scale)
     if run.supernet is not None and run.supernet.exists():
@@ -308,8 +344,12 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     if threads is not None:
         opts["threads"] = threads
     device = device_from_target(spec, **opts)
-    # a train-only process may run on a training machine, not the target: no timing there
-    scaled = (_scaled_baseline(predictor, run, log, out, None if train_only else device)
+    # a train-only process may run on a training machine, not the target: no timing there;
+    # one on the target itself (the host whose fingerprint built the table) times the scaled
+    # row's candidates as the scoring call would, so that it trains the net that call reports
+    # (session 11: the table's pick was ECBSR-M1C28, the measured one M4C16)
+    timing = device if not train_only or _on_target(spec, device, run) else None
+    scaled = (_scaled_baseline(predictor, run, log, out, timing)
               if predictor is not None else None)
     if scaled is not None:
         name = scaled["name"]

@@ -871,6 +871,8 @@ def test_rerank_trains_from_inherited_weights_or_from_scratch(supernet, monkeypa
                     log=lambda m: None)
     assert ranked["init"] == init and ranked["steps"] == 7
     assert ranked["chosen"]["arch"] == trials[1]["arch"]  # the better after training
+    # the same model either way: the candidate's own subnet config
+    assert seen["c0"].model == supernet.get_active_subnet(archs[0]).config()
     if init == "scratch":
         assert all(job.init is None for job in seen.values())
     else:

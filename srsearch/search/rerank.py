@@ -98,6 +98,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times the ``2 k`` first
     of the shortlist and keeps the ``k`` first measured in ``[lo, hi]`` (module docstring); the
     result's ``"timed"`` lists every timed candidate."""
+    from srsearch.models.subnet import subnet_config
     from srsearch.train.train_jobs import TrainJob, train_models
 
     if init not in INITS:
@@ -115,9 +116,9 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
         top = (inside or timed)[:k]
 
     def job(arch: dict[str, Any]) -> TrainJob:
+        if init == "scratch":  # random initialisation: the supernet's weights are not needed
+            return TrainJob(subnet_config(arch), train_cfg)
         sub = supernet.get_active_subnet(ArchConfig.from_dict(arch)).eval()
-        if init == "scratch":
-            return TrainJob(sub.config(), train_cfg)
         return TrainJob(sub.config(), train_cfg, lambda: sub.state_dict())
 
     jobs = {f"c{i}": job(t["arch"]) for i, t in enumerate(top)}

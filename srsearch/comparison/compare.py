@@ -162,8 +162,8 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
     """The ECBSR-style row scaled to the run's budget (`scaled_ecbsr`), timed on ``device``
     when one is given; the pick is kept in ``out/scaled.json`` so that a resumed or
     train-only-then-score compare trains and reports the same net."""
-    saved = atomic.read_json(out / SCALED_FILE)
-    if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+    saved = _saved_pick(out, run)
+    if saved is not None:
         return saved["scaled"]
     if device is None:
         return _pick_scaled(predictor, run, log, out, None)
@@ -172,8 +172,8 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
 
     try:
         with run_dir_lock(out / "scaled"):
-            saved = atomic.read_json(out / SCALED_FILE)  # written while this one waited
-            if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+            saved = _saved_pick(out, run)  # written while this one waited
+            if saved is not None:
                 return saved["scaled"]
             return _pick_scaled(predictor, run, log, out, device)
     except Busy:
@@ -182,12 +182,18 @@ def _scaled_baseline(predictor: Any, run: RunSettings, log: Callable[[str], None
         deadline = time.monotonic() + SCALED_WAIT_S
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            saved = atomic.read_json(out / SCALED_FILE)
-            if saved is not None and saved.get("budget_ms") == run.search.budget_ms:
+            saved = _saved_pick(out, run)
+            if saved is not None:
                 return saved["scaled"]
         raise UserError(f"{out / SCALED_FILE} did not appear in {SCALED_WAIT_S:.0f} s while "
                         "another process held its timing; run compare again when it has "
                         "ended") from None
+
+
+def _saved_pick(out: Path, run: RunSettings) -> dict[str, Any] | None:
+    """``out/scaled.json`` when it was picked for this run's budget, else None."""
+    saved = atomic.read_json(out / SCALED_FILE)
+    return saved if saved is not None and saved.get("budget_ms") == run.search.budget_ms else None
 
 
 SCALED_WAIT_S = 900.0  # 6 nets exported and timed take about a minute on the 2-core host

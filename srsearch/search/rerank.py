@@ -96,8 +96,10 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     each with its trained ``val_psnr``) and writes it to ``out/rerank.json``.
 
     ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times the ``2 k`` first
-    of the shortlist and keeps the ``k`` first measured in ``[lo, hi]`` (module docstring); the
-    result's ``"timed"`` lists every timed candidate."""
+    of the shortlist, and the next ``2 k`` in a second session when fewer than ``k`` measured
+    in ``[lo, hi]``, and keeps the ``k`` first inside (module docstring); the result's
+    ``"timed"`` lists every timed candidate, ``"drifts"`` each session's speed (``"drift"``:
+    the first's)."""
     from srsearch.models.subnet import subnet_config
     from srsearch.train.train_jobs import TrainJob, train_models
 

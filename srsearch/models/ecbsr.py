@@ -24,6 +24,16 @@ _MASKS = {
 }
 
 
+# How each branch's first stage (the 1x1 conv) starts. "paper": torch's default init, as ECBSR's
+# code has it. "damped": its weights x DAMPED_W0 and its bias fixed at zero. Measured (docs/
+# search.md, "ECB blocks that train with ReLU"): under Adam every 1x1 weight and bias moves by
+# about lr per step, and the collapsed kernel and bias sum them over mid x 9 taps, so the block's
+# bias moved ~0.2 in the first steps and every ReLU after the head died (the net fell to its LR
+# skip). The conv0 bias adds nothing the branch's own bias cannot, except a one-pixel border.
+BRANCH_INITS: tuple[str, ...] = ("paper", "damped")
+DAMPED_W0 = 0.25
+
+
 def _pad_with_bias(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Pad a 1x1-conv output by one pixel filled with that conv's bias (not zero), which is what
     the collapsed 3x3 conv sees when it zero-pads its input."""
@@ -39,8 +49,11 @@ def _pad_with_bias(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 class SeqConv3x3(nn.Module):
     """1x1 conv followed by a 3x3 conv (learned, or a fixed edge mask with learned scale)."""
 
-    def __init__(self, kind: str, cin: int, cout: int, depth_multiplier: float = 2.0) -> None:
+    def __init__(self, kind: str, cin: int, cout: int, depth_multiplier: float = 2.0,
+                 init: str = "paper") -> None:
         super().__init__()
+        if init not in BRANCH_INITS:
+            raise ValueError(f"unknown branch init {init!r}; choose one of {list(BRANCH_INITS)}")
         self.kind = kind
         self.cout = cout
         if kind == "conv1x1-conv3x3":
@@ -53,6 +66,11 @@ class SeqConv3x3(nn.Module):
             self.bias = nn.Parameter(torch.randn(cout) * 1e-3)
             mask = torch.tensor(_MASKS[kind]).expand(cout, 1, 3, 3).clone()
             self.register_buffer("mask", mask)
+        if init == "damped":
+            with torch.no_grad():
+                self.conv0.weight.mul_(DAMPED_W0)
+                self.conv0.bias.zero_()
+            self.conv0.bias.requires_grad_(False)
 
     def _k1_b1(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The 3x3 stage as a dense (cout, mid, 3, 3) kernel and bias."""
@@ -83,13 +101,14 @@ class SeqConv3x3(nn.Module):
 class ECB(nn.Module):
     """Edge-oriented convolution block; collapses into one 3x3 conv with ``rep_params``."""
 
-    def __init__(self, cin: int, cout: int, act: str | None, depth_multiplier: float = 2.0) -> None:
+    def __init__(self, cin: int, cout: int, act: str | None, depth_multiplier: float = 2.0,
+                 branch_init: str = "paper") -> None:
         super().__init__()
         self.cin, self.cout = cin, cout
         self.with_idt = cin == cout
         self.conv3x3 = nn.Conv2d(cin, cout, 3, padding=1)
         self.branches = nn.ModuleList(
-            SeqConv3x3(kind, cin, cout, depth_multiplier)
+            SeqConv3x3(kind, cin, cout, depth_multiplier, branch_init)
             for kind in ("conv1x1-conv3x3", "sobelx", "sobely", "laplacian")
         )
         self.act = get_act_layer(act, cout)
@@ -140,6 +159,13 @@ class PlainSRConfig:
 @dataclass(frozen=True)
 class ECBSRConfig(PlainSRConfig):
     depth_multiplier: float = 2.0
+    branch_init: str = "paper"  # how the ECB branches start (BRANCH_INITS); export is the same
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.branch_init not in BRANCH_INITS:
+            raise ValueError(f"ecbsr branch_init {self.branch_init!r}: choose one of "
+                             f"{list(BRANCH_INITS)}")
 
 
 class PlainSR(nn.Module):
@@ -176,7 +202,8 @@ class ECBSR(nn.Module):
         widths = [3] + [c] * (cfg.m + 1) + [3 * s * s]
         n = len(widths) - 1
         self.blocks = nn.ModuleList(
-            ECB(cin, cout, cfg.act if i < n - 1 else None, cfg.depth_multiplier)
+            ECB(cin, cout, cfg.act if i < n - 1 else None, cfg.depth_multiplier,
+                cfg.branch_init)
             for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         )
         self.skip = LRSkip(s)

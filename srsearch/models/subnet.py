@@ -71,10 +71,12 @@ class RepVGGConv(nn.Module):
 
 
 class ECBConv(ECB):
-    """ECBSR's block with no activation of its own (the subnet applies its ReLUs)."""
+    """ECBSR's block with no activation of its own (the subnet applies its ReLUs), its branches
+    started "damped" (`srsearch.models.ecbsr.BRANCH_INITS`): with the paper's init and ReLU the
+    net falls to its LR skip within ten steps at lr 2e-3 (docs/search.md)."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, None)
+        super().__init__(cin, cout, None, branch_init="damped")
 
     @torch.no_grad()
     def load_plain(self, conv: nn.Conv2d) -> None:
@@ -126,9 +128,9 @@ class RepSubNet(SubNet):
         self.rep = rep
         # Start as the plain net's default initialisation (extra branches' last stages at
         # zero), so that a from-scratch run starts where the plain net starts. Measured on
-        # sun80+t91 (docs/search.md, "Re-parameterisable blocks"): with the subnet's ReLUs,
-        # both forms still collapse to the LR skip at lr 2e-3 (ECB also at 1e-3) and train only
-        # at lower rates, where they start slower than the plain net at 2e-3.
+        # sun80+t91 (docs/search.md, "Re-parameterisable blocks" and session 12): with the
+        # subnet's ReLUs, RepVGG collapses to the LR skip at lr 2e-3; ECB did too until its
+        # branches started damped (ECBConv), and now trains ahead of the plain net.
         self._load_plain(SubNet(arch))
 
     def config(self) -> dict[str, Any]:

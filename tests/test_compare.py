@@ -260,6 +260,13 @@ def test_compare_from_scratch_seeds_scaled_and_compute(run_dir, tmp_path):
     picked = result["scaled_baseline"]
     assert picked["timed"] and picked["chosen_by"] in ("measured", "table")
     assert "- Scaled baseline: " + scaled in table
+    assert result["forms"] == {"delivered": "none", "scratch": "repvgg", "ecb_init": "paper"}
+    assert "the from-scratch row as `repvgg`" in table
+    # the same folder asked for another form is refused, not reported as that form
+    with pytest.raises(UserError, match="searched-scratch holds a training with another model"):
+        compare_run(run, [str(image_dir)], baselines=("ecbsr-m4c8",), threads=1, bench_runs=2,
+                    out=out, seeds=2, from_scratch=True, rep="ecb", predictor=FakePredictor(),
+                    supernet=sn)
     assert json.loads((out / "scaled.json").read_text())["scaled"] == picked
 
 
@@ -373,3 +380,43 @@ def test_a_second_process_waits_for_the_first_ones_scaled_pick(run_dir, tmp_path
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_folder_trained_for_another_model_or_recipe_is_refused_before_any_training(tmp_path):
+    from dataclasses import asdict, replace
+
+    from srsearch.train.train_jobs import TrainJob, train_models
+    from srsearch.train.training import TrainConfig
+
+    cfg = TrainConfig(data="builtin", max_steps=1, batch_size=1, lr_patch=8, val_every=1)
+    plain = {"family": "subnet", "scale": 2, "arch": {"head_width": 8}}
+    ecb = {**plain, "rep": "ecb"}
+    old = tmp_path / "searched-scratch"
+    old.mkdir()
+    saved_train = {k: v for k, v in asdict(cfg).items() if k != "lr_warmup_steps"}  # older run
+    (old / "train_config.json").write_text(json.dumps({"model": plain, "train": saved_train}))
+    (old / "model.pt").write_bytes(b"")
+    (old / "metrics.json").write_text(json.dumps({"steps": 1}))
+    fresh = TrainJob(preset_config("espcn", 2), cfg)  # listed first: it must not start either
+    with pytest.raises(UserError, match=r"searched-scratch holds a training with another model"):
+        train_models({"espcn": fresh, "searched-scratch": TrainJob(ecb, cfg)}, tmp_path)
+    with pytest.raises(UserError, match=r"another lr, seed than.*another --out, or delete"):
+        train_models({"searched-scratch": TrainJob(plain, replace(cfg, lr=1.0, seed=3))},
+                     tmp_path)
+    assert not (tmp_path / "espcn").exists()
+    # the same model and recipe (a field the old run lacks held its default) is reused
+    done = train_models({"searched-scratch": TrainJob(plain, cfg)}, tmp_path, log=lambda m: None)
+    assert done == {"searched-scratch": {"steps": 1}}
+
+
+def test_ecb_init_reaches_every_ecbsr_row_and_nothing_else():
+    from srsearch.comparison.compare import ecb_init_for, with_ecb_init
+
+    ecbsr = preset_config("ecbsr-m4c16", 2)
+    assert with_ecb_init(ecbsr, "paper") == ecbsr and "branch_init" not in ecbsr
+    assert with_ecb_init(ecbsr, "damped") == {**ecbsr, "branch_init": "damped"}
+    assert build_model(with_ecb_init(ecbsr, "damped")).config()["branch_init"] == "damped"
+    espcn = preset_config("espcn", 2)
+    assert with_ecb_init(espcn, "damped") == espcn
+    # by default the ECBSR rows' blocks start as the searched net's do
+    assert [ecb_init_for(r) for r in ("none", "repvgg", "ecb")] == ["paper", "paper", "damped"]

@@ -37,6 +37,8 @@ def train_models(
     from srsearch.train.training import last_checkpoint, train
 
     results = {}
+    for name, job in jobs.items():  # every mismatch is named before any training starts
+        check_same_job(Path(out_dir) / name, job)
     for i, (name, job) in enumerate(jobs.items(), 1):
         out = Path(out_dir) / name
         if _finished(out):
@@ -58,6 +60,38 @@ def train_models(
                 raise
             log(f"training {i}/{len(jobs)} {name}: another process is training it (left to it)")
     return results
+
+
+# The TrainConfig fields that decide the weights a run ends with (not where or how it logs).
+RECIPE_FIELDS = ("data", "scale", "max_steps", "batch_size", "lr_patch", "lr",
+                 "lr_warmup_steps", "seed")
+
+
+def check_same_job(out: Path, job: TrainJob) -> None:
+    """Refuse a folder that holds a training of another model or recipe than ``job``: it would
+    be skipped as finished (or resumed) and reported as ``job``'s. Session 12 found that a
+    compare rerun with another ``--rep`` reported the earlier form's trainings."""
+    saved_file = out / "train_config.json"
+    if not saved_file.is_file():
+        return
+    from dataclasses import fields
+
+    from srsearch.train.training import TrainConfig
+
+    saved = json.loads(saved_file.read_text())
+    # a field added since that run was written held its default then
+    saved_train = {**{f.name: f.default for f in fields(TrainConfig)}, **saved.get("train", {})}
+    want_model = json.loads(json.dumps(job.model))
+    want_train = json.loads(json.dumps({k: getattr(job.train, k) for k in RECIPE_FIELDS}))
+    diff = [k for k in RECIPE_FIELDS if saved_train.get(k) != want_train[k]]
+    if saved.get("model") != want_model:
+        diff.insert(0, "model")
+    if diff:
+        raise UserError(
+            f"{out} holds a training with another {', '.join(diff)} than this run asks "
+            f"(saved model {saved.get('model')}); choose another --out, or delete {out} to "
+            "train it again"
+        )
 
 
 def _finished(out: Path) -> bool:

@@ -37,6 +37,7 @@ def test_flag_choices_are_their_owners_constants():
     # The parsers spell these lists out so that `srsearch --help` imports no torch; each list
     # is owned by the module that acts on it, and must not drift from it.
     from srcore.layers import SKIPS
+    from srsearch.models.ecbsr import BRANCH_INITS
     from srsearch.models.subnet import REP_KINDS
     from srsearch.search.rerank import INITS, POOLS
     from srsearch.search.stage2 import SAMPLERS
@@ -45,11 +46,13 @@ def test_flag_choices_are_their_owners_constants():
     owners = {
         (("search",), "--rerank-from"): INITS,
         (("search",), "--rerank-pool"): POOLS,
+        (("search",), "--train-rep"): REP_KINDS,
         (("search",), "--sampler"): SAMPLERS,
         (("search",), "--stage3-sampler"): STAGE3_SAMPLERS,
         (("supernet",), "--skip"): SKIPS,
         (("latency", "build"), "--skip"): SKIPS,
         (("compare",), "--rep"): REP_KINDS,
+        (("compare",), "--ecb-init"): BRANCH_INITS,
     }
     parser = build_parser()
     for (path, flag), owned in owners.items():

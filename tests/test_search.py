@@ -16,6 +16,7 @@ import torch
 from android_bench import Device
 from srsearch.common.errors import UserError
 from srsearch.data.datasets import SRImage, bicubic_downscale
+from srsearch.models.modelio import load_model_file
 from srsearch.search import (
     PruneConfig,
     RunConfig,
@@ -884,11 +885,59 @@ def test_rerank_trains_from_inherited_weights_or_from_scratch(supernet, monkeypa
         rerank(supernet, trials, 2, SimpleNamespace(max_steps=7), tmp_path, init="warm")
 
 
+@pytest.mark.parametrize("init", ["inherited", "scratch"])
+def test_rerank_trains_candidates_as_blocks_when_asked(supernet, monkeypatch, tmp_path, init):
+    import srsearch.train.train_jobs as train_jobs
+    from srsearch.models import build_model
+    from srsearch.models.subnet import subnet_config
+    from srsearch.search.rerank import rerank
+
+    seen = {}
+
+    def fake_train_models(jobs, out, log=print, skip_busy=False):
+        seen.update(jobs)
+        return {name: {"val_psnr": 30.0 + i} for i, name in enumerate(jobs)}
+
+    monkeypatch.setattr(train_jobs, "train_models", fake_train_models)
+    arch = supernet.space.sample(random.Random(0))
+    trials = [{"arch": arch.to_dict(), "feasible": True, "scored": True, "psnr": 30.0,
+               "latency_ms": 1.0, "ssim": 0.9}]
+    ranked = rerank(supernet, trials, 1, SimpleNamespace(max_steps=7), tmp_path, init=init,
+                    rep="ecb", log=lambda m: None)
+    assert ranked["rep"] == "ecb" and seen["c0"].model == subnet_config(arch, "ecb")
+    if init == "inherited":  # the block form starts as exactly the inherited subnet
+        net = build_model(seen["c0"].model).eval()
+        net.load_state_dict(seen["c0"].init())
+        x = torch.rand(1, 3, 9, 8)
+        sub = supernet.get_active_subnet(arch).eval()
+        torch.testing.assert_close(net(x), sub(x), atol=1e-5, rtol=0)
+
+
+def test_train_rep_fine_tunes_as_blocks_and_delivers_the_plain_net(supernet, image_dir,
+                                                                   tmp_path):
+    from supernet.subnet import SubNet
+
+    out = tmp_path / "run"
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=4, stage3_trials=0,
+                    finetune_steps=2, batch_size=2, lr_patch=8, crop=16, seed=0,
+                    train_rep="ecb")
+    run_search(supernet, FakePredictor(), cfg, out)
+    model, extra = load_model_file(out / "model.pt")
+    assert type(model) is SubNet and "rep" not in model.config()  # what is exported and timed
+    assert extra["finetune"]["rep"] == "ecb"
+    saved = json.loads((out / "finetune" / "train_config.json").read_text())
+    assert saved["model"]["rep"] == "ecb"
+    with pytest.raises(UserError, match="train_rep"):
+        run_search(supernet, FakePredictor(), replace(cfg, train_rep="none"), out, resume=True)
+
+
 def test_search_rejects_an_unknown_rerank_setting(image_dir):
     with pytest.raises(UserError, match="--rerank-from"):
         RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank_from="warm")
     with pytest.raises(UserError, match="--rerank-pool"):
         RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank_pool="deep")
+    with pytest.raises(UserError, match="--train-rep ecbsr is invalid: it must be none or "):
+        RunConfig(budget_ms=BUDGET, data=str(image_dir), train_rep="ecbsr")
 
 
 def test_rerank_fine_tunes_the_best_candidates_and_keeps_the_best_after(supernet, image_dir,

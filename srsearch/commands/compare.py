@@ -70,10 +70,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rep",
-        default="none",
+        default=None,
         choices=("none", "repvgg", "ecb"),
         help="training-time form of the from-scratch row: plain convs, or RepVGG / ECB blocks "
-        "that collapse into the same plain net for export (default: %(default)s)",
+        "that collapse into the same plain net for export (default: the run's --train-rep)",
+    )
+    p.add_argument(
+        "--ecb-init",
+        default=None,
+        choices=("paper", "damped"),
+        help="how the ECBSR baselines' ECB branches start: as ECBSR's code (paper), or damped "
+        "as the searched net's ECB blocks start (1x1 stage x 0.25, its bias held at 0), so "
+        "both train with the same blocks (default: damped when --rep is ecb, else paper)",
     )
     p.add_argument(
         "--lut",
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         from_scratch=args.from_scratch,
         rep=args.rep,
+        ecb_init=args.ecb_init,
         predictor=predictor,
         supernet=args.supernet,
         accelerator=args.accelerator,

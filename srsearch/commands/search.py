@@ -90,6 +90,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "longer trainings from scratch do (default: %(default)s; docs/search.md)",
     )
     p.add_argument(
+        "--train-rep", default="none", choices=("none", "repvgg", "ecb"),
+        help="train the re-ranked candidates and the fine-tune as plain convs, or as RepVGG / "
+        "ECB blocks collapsed into the same plain net at the end (same file, same latency; "
+        "default: %(default)s; docs/search.md, session 12)",
+    )
+    p.add_argument(
         "--rerank-pool", default="best", choices=("best", "depths"),
         help="re-rank stage 2's best, or the best of every depth in turn (the inherited score "
         "favours shallow nets; default: %(default)s)",

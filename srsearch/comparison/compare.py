@@ -131,7 +131,7 @@ def export_models(
 def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, Any]]:
     """The compact model's weights as the search handed them to its fine-tune: the supernet's
     subnet of ``arch.json``, pruned as ``prune.json`` says (those of the round the latency
-    check accepted)."""
+    check accepted), in the run's training form (``train_rep``)."""
 
     def init() -> dict[str, Any]:
         from srsearch.search.pruning import PruneConfig, apply_pruning
@@ -143,7 +143,12 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
         arch = ArchConfig.from_json((chosen / "arch.json").read_text())
         prune = PruneConfig.from_json((chosen / "prune.json").read_text())
         subnet = load_supernet(supernet_path).get_active_subnet(arch).eval()
-        return apply_pruning(subnet, prune).state_dict()
+        compact = apply_pruning(subnet, prune)
+        if run.search.train_rep != "none":
+            from srsearch.models.subnet import RepSubNet
+
+            compact = RepSubNet.from_plain(compact, run.search.train_rep)
+        return compact.state_dict()
 
     return init
 
@@ -252,7 +257,8 @@ def compare_run(
     log: Callable[[str], None] = print,
     seeds: int = 1,
     from_scratch: bool = False,
-    rep: str = "none",
+    rep: str | None = None,
+    ecb_init: str | None = None,
     predictor: Any = None,
     supernet: Path | None = None,
     accelerator: str | None = None,
@@ -266,7 +272,11 @@ def compare_run(
             training record is not found).
         seeds: Trainings per model (mean +- std in the table).
         from_scratch: Also train the searched architecture from random initialisation.
-        rep: Training-time form of that from-scratch row (`srsearch.models.subnet.REP_KINDS`).
+        rep: Training-time form of that from-scratch row and of the delivered model's extra
+            seeds (`srsearch.models.subnet.REP_KINDS`; default: the run's ``train_rep``).
+        ecb_init: How the ECBSR baselines' ECB branches start (`srsearch.models.ecbsr.
+            BRANCH_INITS`): "paper" as ECBSR's code, "damped" as the searched net's ECB form
+            starts (default: `ecb_init_for` ``rep``, so that both train with the same blocks).
         predictor: The run's latency model; adds the ECBSR-style net scaled to the budget.
         supernet: The run's supernet (default: the one its ``config.json`` names), for its
             training record and the delivered model's extra seeds.
@@ -277,14 +287,19 @@ def compare_run(
     """
     from srsearch.common.outpaths import prepare_out_dir
     from srsearch.common.rundir_lock import run_dir_lock
+    from srsearch.models.ecbsr import BRANCH_INITS
     from srsearch.models.modelio import load_model_file
     from srsearch.models.subnet import REP_KINDS
 
     run = RunSettings.load(run_dir)
+    rep = run.search.train_rep if rep is None else rep
+    ecb_init = ecb_init_for(rep) if ecb_init is None else ecb_init
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: give 1 or more")
     if rep not in REP_KINDS:
         raise UserError(f"--rep {rep!r}: choose one of {', '.join(REP_KINDS)}")
+    if ecb_init not in BRANCH_INITS:
+        raise UserError(f"--ecb-init {ecb_init!r}: choose one of {', '.join(BRANCH_INITS)}")
     check_presets(baselines)
     # a file that does not load fails before training
     delivered = load_model_file(run.run_dir / "model.pt")[0].config()
@@ -294,7 +309,7 @@ def compare_run(
     if accelerator is not None:
         run = replace(run, search=replace(run.search, accelerator=accelerator))
     args = (eval_data, baselines, target, threads, steps, bench_runs, log, seeds, from_scratch,
-            rep, predictor, supernet, delivered, train_only)
+            rep, ecb_init, predictor, supernet, delivered, train_only)
     if train_only:  # each training locks its own folder; the others may share this one
         return _compare(run, prepare_out_dir(Path(out or run.run_dir / "compare")), *args)
     with run_dir_lock(Path(out or run.run_dir / "compare")) as out:
@@ -304,7 +319,7 @@ def compare_run(
 def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: Sequence[str],
              target: str | None, threads: int | None, steps: int | None, bench_runs: int,
              log: Callable[[str], None], seeds: int, from_scratch: bool, rep: str,
-             predictor: Any, supernet: Path | None,
+             ecb_init: str, predictor: Any, supernet: Path | None,
              delivered: dict[str, Any], train_only: bool) -> dict[str, Any]:
     from android_bench import device_from_target
     from srsearch.data.datasets import load_images
@@ -336,14 +351,16 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     for i, s in enumerate(seed_list[1:] if supernet is not None else [], 1):
         ft = replace(cfg0.train_config(run.scale), seed=s)
         name = seed_name(SEARCHED, i, s)
-        jobs[name] = TrainJob(delivered, ft, _inherited(run, supernet))
+        form = subnet_config(run.pruned_arch(), run.search.train_rep)  # as the run fine-tuned
+        jobs[name] = TrainJob(form, ft, _inherited(run, supernet))
         rows[SEARCHED]["runs"].append((s, out / name / "model.pt"))
     # name -> (model config, role, learning rate)
     trained_models: dict[str, tuple[dict[str, Any], str, float]] = {}
     if from_scratch:
         trained_models[SCRATCH] = (subnet_config(run.pruned_arch(), rep), "scratch", cfg0.lr)
     for name in baselines:
-        trained_models[name] = (preset_config(name, run.scale), "preset", preset_lr(name))
+        trained_models[name] = (with_ecb_init(preset_config(name, run.scale), ecb_init),
+                                "preset", preset_lr(name))
     # --- the target every model is timed on (and the scaled baseline chosen on) ---
     spec = target or (run.target or {}).get("target") or "host"
     opts = dict((run.target or {}).get("options") or {}) if target is None else {}
@@ -360,7 +377,8 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     if scaled is not None:
         name = scaled["name"]
         role = "preset+scaled" if name in trained_models else "scaled"
-        model_cfg, _, lr = trained_models.get(name, (scaled["config"], role, scaled["lr"]))
+        model_cfg, _, lr = trained_models.get(
+            name, (with_ecb_init(scaled["config"], ecb_init), role, scaled["lr"]))
         trained_models[name] = (model_cfg, role, lr)
     for name, (model_cfg, role, lr) in trained_models.items():
         rows[name] = {"role": role, "runs": [], "train_config": model_cfg, "lr": lr}
@@ -439,6 +457,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         "finetune_steps": cfg0.finetune_steps,
         "supernet": sn,
         "seeds": seed_list,
+        "forms": {"delivered": cfg0.train_rep, "scratch": rep, "ecb_init": ecb_init},
         "budget_ms": cfg0.budget_ms,
         "lr_hw": list(run.lr_hw),
         "device": device.fingerprint_id(),
@@ -455,6 +474,20 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     write_tables(result, out)
     plot(result, out / "compare.png")
     return result
+
+
+def ecb_init_for(rep: str) -> str:
+    """How the ECBSR rows' ECB blocks start beside a searched net trained in form ``rep``: as
+    that net's ECB blocks do ("damped") when it trains as ECB blocks, else as ECBSR's code."""
+    return "damped" if rep == "ecb" else "paper"
+
+
+def with_ecb_init(model_cfg: dict[str, Any], ecb_init: str) -> dict[str, Any]:
+    """``model_cfg`` with its ECB branches started as ``ecb_init`` (ECBSR rows only; "paper",
+    the family's default, leaves the config as the preset gives it)."""
+    if model_cfg.get("family") != "ecbsr" or ecb_init == "paper":
+        return model_cfg
+    return {**model_cfg, "branch_init": ecb_init}
 
 
 def _mean(values: Sequence[float]) -> float:

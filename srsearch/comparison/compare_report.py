@@ -121,13 +121,19 @@ def write_tables(result: Mapping[str, Any], out: Path) -> None:
                "The delivered model (`searched`) inherited supernet weights whose training "
                "record was not found: its training columns count the fine-tune only, so it "
                "had more training than they say. ")
+    forms = result.get("forms")
+    forms_line = (f"Training forms: the delivered model fine-tuned as `{forms['delivered']}`, "
+                  f"the from-scratch row as `{forms['scratch']}` (blocks collapsed into the "
+                  f"same plain net for export), ECBSR's ECB branches started "
+                  f"`{forms['ecb_init']}`. " if forms else "")
     lines = [
         f"# srsearch compare: {result['run']}",
         "",
         f"x{result['scale']}, LR input {w_}x{h}; every model trained here ran {result['steps']} "
         f"steps on `{result['data']}` with the run's batch and patch, seeds "
-        f"{', '.join(map(str, result.get('seeds') or []))}. {inherit}Training MACs = forward "
-        "MACs of the training form at the patch size x batch x 3, summed over steps. Latency: "
+        f"{', '.join(map(str, result.get('seeds') or []))}. {inherit}{forms_line}"
+        "Training MACs = forward MACs of the training form at the patch size x batch x 3, "
+        "summed over steps. Latency: "
         f"median on {result['device']}, {result['precision']} files; Y-PSNR (dB, mean ± std "
         "over seeds) / SSIM of the PyTorch models, shave = scale.",
         "",

@@ -68,6 +68,9 @@ class PipelineConfig:
                             "from random initialisation (scratch)")
     rerank_pool: str = _doc("best", "re-rank stage 2's best, or the best of every depth in turn "
                             "(depths)")
+    train_rep: str = _doc("none", "train the re-ranked candidates and the fine-tune as plain "
+                          "convs (none) or as repvgg / ecb blocks that collapse into the same "
+                          "plain net (same file and latency)")
     latency_rounds: int = _doc(
         2, "search again (predictor scaled by measured/predicted) at most this many times "
         "when the chosen net, timed on the target, falls outside [measured_floor x budget, "

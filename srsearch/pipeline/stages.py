@@ -159,7 +159,14 @@ def baseline_steps(cfg: PipelineConfig) -> int:
 
 
 def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
-    from srsearch.comparison.compare import SCRATCH, TrainJob, check_presets, train_models
+    from srsearch.comparison.compare import (
+        SCRATCH,
+        TrainJob,
+        check_presets,
+        ecb_init_for,
+        train_models,
+        with_ecb_init,
+    )
     from srsearch.models import preset_config, preset_lr
     from srsearch.models.subnet import subnet_config
     from srsearch.search.run import RunConfig
@@ -167,7 +174,9 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
     check_presets(cfg.baselines)
     steps = baseline_steps(cfg)
-    jobs = {n: TrainJob(preset_config(n, cfg.scale), cfg.train_config(steps, lr=preset_lr(n)))
+    ecb_init = ecb_init_for(cfg.train_rep)  # ECB blocks start alike in every row
+    jobs = {n: TrainJob(with_ecb_init(preset_config(n, cfg.scale), ecb_init),
+                        cfg.train_config(steps, lr=preset_lr(n)))
             for n in cfg.baselines}
     scaled, found = None, None
     if cfg.scaled_baseline:
@@ -180,12 +189,13 @@ def _train_baselines(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
                 how = f"measured {found['measured_ms']:.2f} ms, the slowest timed under it"
             _log(f"the ECBSR-style net scaled to {cfg.budget_ms:g} ms: {scaled} (predicted "
                  f"{found['predicted_ms']:.2f} ms, {how})")
-            jobs.setdefault(scaled, TrainJob(found["config"],
+            jobs.setdefault(scaled, TrainJob(with_ecb_init(found["config"], ecb_init),
                                              cfg.train_config(steps, lr=found["lr"])))
     if cfg.from_scratch:
         summary = json.loads((run_dir / "search" / "summary.json").read_text())
         arch = ArchConfig.from_dict(summary["pruned_arch"])
-        jobs[SCRATCH] = TrainJob(subnet_config(arch), cfg.train_config(steps, lr=RunConfig.lr))
+        jobs[SCRATCH] = TrainJob(subnet_config(arch, cfg.train_rep),
+                                 cfg.train_config(steps, lr=RunConfig.lr))
     trained = train_models(jobs, run_dir / "baselines", _log)
     return {"steps": steps, "scaled": scaled, "models": trained,
             "scaled_by": found.get("chosen_by", "table") if scaled else None}

@@ -89,10 +89,11 @@ Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
 def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_cfg: Any,
            out: Path, log: Callable[[str], None] = print, measure: Measure | None = None,
            window: tuple[float, float] | None = None, init: str = "inherited",
-           pool: str = "best") -> dict[str, Any]:
+           pool: str = "best", rep: str = "none") -> dict[str, Any]:
     """Train the ``k`` best candidates (`candidates`, ``pool``) with ``train_cfg`` into
-    ``out/c<i>``, from inherited weights or, with ``init="scratch"``, from random
-    initialisation; returns ``{"chosen": trial, "rows": [...]}`` (rows in shortlist order,
+    ``out/c<i>``, from inherited weights or (``init="scratch"``) from random initialisation,
+    as training form ``rep`` (`srsearch.models.subnet.REP_KINDS`); returns ``{"chosen":
+    trial, "rows": [...]}`` (rows in shortlist order,
     each with its trained ``val_psnr``) and writes it to ``out/rerank.json``.
 
     ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times the ``2 k`` first
@@ -100,7 +101,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     in ``[lo, hi]``, and keeps the ``k`` first inside (module docstring); the result's
     ``"timed"`` lists every timed candidate, ``"drifts"`` each session's speed (``"drift"``:
     the first's)."""
-    from srsearch.models.subnet import subnet_config
+    from srsearch.models.subnet import RepSubNet, subnet_config
     from srsearch.train.train_jobs import TrainJob, train_models
 
     if init not in INITS:
@@ -119,8 +120,10 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
 
     def job(arch: dict[str, Any]) -> TrainJob:
         if init == "scratch":  # random initialisation: the supernet's weights are not needed
-            return TrainJob(subnet_config(arch), train_cfg)
+            return TrainJob(subnet_config(arch, rep), train_cfg)
         sub = supernet.get_active_subnet(ArchConfig.from_dict(arch)).eval()
+        if rep != "none":  # the block form that computes what the inherited subnet does
+            sub = RepSubNet.from_plain(sub, rep)
         return TrainJob(sub.config(), train_cfg, lambda: sub.state_dict())
 
     jobs = {f"c{i}": job(t["arch"]) for i, t in enumerate(top)}
@@ -128,7 +131,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     rows = [{**t, "rank_shortlist": i, "val_psnr": done[f"c{i}"]["val_psnr"]}
             for i, t in enumerate(top)]
     chosen = max(rows, key=lambda r: r["val_psnr"])
-    result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool,
+    result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool, "rep": rep,
               "chosen": chosen, "rows": rows,
               **({"timed": timed, "window_ms": list(window), "drift": drift, "drifts": drifts}
                  if timed is not None else {})}

@@ -164,8 +164,17 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
             tcfg = cfg.train_config(scale)
             teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
             t0 = time.perf_counter()
-            compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
-                                   distill=cfg.distill)
+            if cfg.train_rep == "none":
+                compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
+                                       distill=cfg.distill)
+            else:  # train as blocks from exactly the inherited function; deliver it collapsed
+                from srsearch.models.subnet import RepSubNet
+
+                blocks = RepSubNet.from_plain(compact, cfg.train_rep)
+                tuned, ft = finetune(blocks, tcfg, out / "finetune", teacher=teacher,
+                                     distill=cfg.distill)
+                compact = tuned.collapse().eval()
+            ft["rep"] = cfg.train_rep
             ft["wall_s_last_start"] = time.perf_counter() - t0
         save_model(compact, model_path, extra={"finetune": ft, "arch": arch.to_dict(),
                                                 "prune": prune.to_dict()})
@@ -297,7 +306,7 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
             ranked = rerank(supernet, s2.trials, cfg.rerank,
                             cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank",
                             measure=measure, window=window if measure else None,
-                            init=cfg.rerank_from, pool=cfg.rerank_pool)
+                            init=cfg.rerank_from, pool=cfg.rerank_pool, rep=cfg.train_rep)
             s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())

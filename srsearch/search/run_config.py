@@ -12,6 +12,7 @@ from typing import Any
 
 from srsearch.common.atomic import write_json
 from srsearch.common.errors import UserError
+from srsearch.models.subnet import REP_KINDS
 from srsearch.search.rerank import INITS, POOLS
 from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
@@ -19,10 +20,10 @@ from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 # Settings that change what a finished step holds; a resumed run must keep them.
 _FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "search_data", "crop", "sampler",
           "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps", "rerank_from",
-          "rerank_pool")
+          "rerank_pool", "train_rep")
 # What a run's config.json written before a setting existed implies for it.
 _BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None,
-           "rerank_from": "inherited", "rerank_pool": "best"}
+           "rerank_from": "inherited", "rerank_pool": "best", "train_rep": "none"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RunConfig:
         rerank_from: "inherited" (a fine-tune from the supernet's weights) or "scratch" (the
             same recipe from random initialisation: ranks as longer trainings from scratch do).
         rerank_pool: "best" (stage 2's best) or "depths" (the best of every depth in turn).
+        train_rep: The form the re-rank's and the fine-tune's trainings run in
+            (`srsearch.models.subnet.REP_KINDS`): "none" (plain convs), or "ecb" / "repvgg"
+            blocks that collapse into the same plain net when training ends, so the
+            delivered file and its latency are the same.
         latency_rounds: With a device to measure on: when the chosen pruned architecture,
             timed end to end, falls outside ``[measured_floor x budget_ms, budget_ms]``,
             stages 2 and 3 run again with the predictor scaled by measured/predicted, up to
@@ -80,6 +85,7 @@ class RunConfig:
     rerank_steps: int = 1000
     rerank_from: str = "inherited"
     rerank_pool: str = "best"
+    train_rep: str = "none"
     latency_rounds: int = 2
     measured_floor: float = 0.9
     finetune_steps: int = 1000
@@ -107,6 +113,7 @@ class RunConfig:
             "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
             "--rerank-from": (self.rerank_from in INITS, " or ".join(INITS)),
             "--rerank-pool": (self.rerank_pool in POOLS, " or ".join(POOLS)),
+            "--train-rep": (self.train_rep in REP_KINDS, " or ".join(REP_KINDS)),
             "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
             "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from srsearch.cli import main
+from srsearch.models.modelio import load_model_file
 
 TINY = """
 data = "{data}"
@@ -30,7 +31,9 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     config = tmp_path / "tiny.toml"
     config.write_text(TINY.format(data=image_dir))
     run_dir = tmp_path / "run"
-    flags = ["--config", str(config), "--run-dir", str(run_dir), "--budget-ms", "20"]
+    # trained as ECB blocks (the default "none" is the search's and compare's tests' form)
+    flags = ["--config", str(config), "--run-dir", str(run_dir), "--budget-ms", "20",
+             "--train-rep", "ecb"]
     assert main(["pipeline", *flags]) == 0
     assert json.loads((run_dir / "config.json").read_text())["budget_ms"] == 20.0  # flag wins
     stages = json.loads((run_dir / "stages.json").read_text())
@@ -51,6 +54,14 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     for name in ("espcn", "ecbsr-m4c8", "searched-scratch", scaled):
         assert stages["baselines"]["models"][name]["steps"] == 8
     assert "| 8 (4 supernet) |" in report and "supernet trained 4 steps" in report
+    # ECB blocks in every row that has them, started alike; the delivered net is plain
+    assert "as ecb blocks collapsed into the plain net it delivers" in report
+    assert "ECBSR rows' ECB blocks started as the searched net's (damped)" in report
+    saved = {n: json.loads((run_dir / "baselines" / n / "train_config.json").read_text())
+             for n in ("ecbsr-m4c8", "searched-scratch")}
+    assert saved["ecbsr-m4c8"]["model"]["branch_init"] == "damped"
+    assert saved["searched-scratch"]["model"]["rep"] == "ecb"
+    assert "rep" not in load_model_file(run_dir / "search" / "model.pt")[0].config()
     bench = stages["bench"]["models"]
     assert set(bench) == {"searched", "espcn", "ecbsr-m4c8", "searched-scratch", scaled}
     assert all(r["median_ms"] > 0 for r in bench.values())

@@ -75,8 +75,8 @@ class ECBConv(ECB):
     started "damped" (`srsearch.models.ecbsr.BRANCH_INITS`): with the paper's init and ReLU the
     net falls to its LR skip within ten steps at lr 2e-3 (docs/search.md)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, None, branch_init="damped")
+    def __init__(self, cin: int, cout: int, branch_init: str = "damped") -> None:
+        super().__init__(cin, cout, None, branch_init=branch_init)
 
     @torch.no_grad()
     def load_plain(self, conv: nn.Conv2d) -> None:

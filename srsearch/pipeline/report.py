@@ -58,7 +58,10 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         "docs/search.md; `srsearch compare --seeds N` gives them a spread). Training: the "
         f"searched model inherited the weights of a supernet trained {cfg.supernet_steps} "
         f"steps ({sn['subnets_per_step'] if sn else '?'} subnets per step) and was fine-tuned "
-        f"{cfg.train_steps} steps; every other model trained "
+        f"{cfg.train_steps} steps"
+        + (f" as {cfg.train_rep} blocks collapsed into the plain net it delivers"
+           if cfg.train_rep != "none" else "")
+        + "; every other model trained "
         f"{base.get('steps', cfg.train_steps)} steps from random initialisation, so all had "
         "the same steps and images (columns below; training MACs = forward MACs of the "
         "training form at the patch size x batch x 3). "
@@ -68,7 +71,11 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             f"`{base['scaled']}` is the ECBSR-style net the latency model puts closest under "
             "the budget. ") if base.get("scaled") else "")
         + ("`searched-scratch` is the searched architecture trained from scratch with the "
-           "baselines' recipe. " if "searched-scratch" in compute else "")
+           "baselines' recipe"
+           + (f" (as {cfg.train_rep} blocks)" if cfg.train_rep != "none" else "") + ". "
+           if "searched-scratch" in compute else "")
+        + ("ECBSR rows' ECB blocks started as the searched net's (damped). "
+           if cfg.train_rep == "ecb" else "")
         + "Params and GMACs are those of the exported (inference) form at the LR input; "
         "latency is the median on the target.",
         "",

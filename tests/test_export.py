@@ -74,7 +74,8 @@ def test_fp32_file_matches_pytorch(saved: Path, fp32: Path) -> None:
 def test_sidecar(fp32: Path) -> None:
     side = json.loads(fp32.with_suffix(".json").read_text())
     assert side["format"] == "srsearch.tflite/1"
-    assert side["model_config"] == CONFIG | {"act": "relu", "depth_multiplier": 2.0}
+    assert side["model_config"] == CONFIG | {"act": "relu", "depth_multiplier": 2.0,
+                                             "branch_init": "paper"}
     assert side["inference_config"]["family"] == "plainsr"
     assert (side["scale"], side["precision"], side["layout"]) == (2, "fp32", "nhwc")
     assert side["input_size"] == [24, 16] and side["input_shape"] == [1, 16, 24, 3]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -75,6 +74,7 @@ def main() -> None:
     from srsearch.data.datasets import load_images
     from srsearch.data.patches import FullImageDataset, PatchDataset
     from srsearch.evaluation.metrics import score_sr
+    from srsearch.train.training import lr_factor
 
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -103,7 +103,7 @@ def main() -> None:
     t0, curve = time.perf_counter(), {}
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+            g["lr"] = args.lr * lr_factor(step, args.steps)
         for leak in leaks:
             leak.slope = args.leaky * max(0.0, 1 - step / (args.leaky_end * args.steps))
         batch = [train[step * 16 + j] for j in range(16)]

@@ -143,12 +143,9 @@ def _inherited(run: RunSettings, supernet_path: Path) -> Callable[[], dict[str, 
         arch = ArchConfig.from_json((chosen / "arch.json").read_text())
         prune = PruneConfig.from_json((chosen / "prune.json").read_text())
         subnet = load_supernet(supernet_path).get_active_subnet(arch).eval()
-        compact = apply_pruning(subnet, prune)
-        if run.search.train_rep != "none":
-            from srsearch.models.subnet import RepSubNet
+        from srsearch.models.subnet import training_form
 
-            compact = RepSubNet.from_plain(compact, run.search.train_rep)
-        return compact.state_dict()
+        return training_form(apply_pruning(subnet, prune), run.search.train_rep).state_dict()
 
     return init
 
@@ -348,10 +345,10 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     if seeds > 1 and supernet is None:
         log("[compare] note: the run's supernet is unknown (give --supernet), so the delivered "
             "model has one seed")
+    form = subnet_config(run.pruned_arch(), cfg0.train_rep)  # as the run fine-tuned
     for i, s in enumerate(seed_list[1:] if supernet is not None else [], 1):
         ft = replace(cfg0.train_config(run.scale), seed=s)
         name = seed_name(SEARCHED, i, s)
-        form = subnet_config(run.pruned_arch(), run.search.train_rep)  # as the run fine-tuned
         jobs[name] = TrainJob(form, ft, _inherited(run, supernet))
         rows[SEARCHED]["runs"].append((s, out / name / "model.pt"))
     # name -> (model config, role, learning rate)

@@ -26,10 +26,11 @@ _MASKS = {
 
 # How each branch's first stage (the 1x1 conv) starts. "paper": torch's default init, as ECBSR's
 # code has it. "damped": its weights x DAMPED_W0 and its bias fixed at zero. Measured (docs/
-# search.md, "ECB blocks that train with ReLU"): under Adam every 1x1 weight and bias moves by
-# about lr per step, and the collapsed kernel and bias sum them over mid x 9 taps, so the block's
-# bias moved ~0.2 in the first steps and every ReLU after the head died (the net fell to its LR
-# skip). The conv0 bias adds nothing the branch's own bias cannot, except a one-pixel border.
+# search.md, session 12): under Adam every weight and bias moves by about lr per step, and the
+# collapsed kernel and bias sum the branches' (the 1x1 bias over mid x 9 taps), so the block's
+# bias moved several times faster than a plain conv's and, with ReLU at lr 2e-3, every ReLU
+# after the head died within ten steps (the net fell to its LR skip). The conv0 bias adds
+# nothing the branch's own bias cannot, except a one-pixel border.
 BRANCH_INITS: tuple[str, ...] = ("paper", "damped")
 DAMPED_W0 = 0.25
 

@@ -176,6 +176,12 @@ def _outside(state: Mapping[str, torch.Tensor], reps: Mapping[str, nn.Module]) -
     return {k: v for k, v in state.items() if not any(k.startswith(f"{n}.") for n in reps)}
 
 
+def training_form(plain: SubNet, rep: str) -> SubNet:
+    """``plain`` to train in form ``rep``: itself for "none", else the block form computing
+    exactly what it does (`RepSubNet.from_plain`); `srsearch.models.inference_form` undoes it."""
+    return plain if rep == "none" else RepSubNet.from_plain(plain, rep)
+
+
 def build_subnet(cfg: SubNetModelConfig) -> SubNet:
     return SubNet(cfg.arch) if cfg.rep == "none" else RepSubNet(cfg.arch, cfg.rep)
 

@@ -101,7 +101,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     in ``[lo, hi]``, and keeps the ``k`` first inside (module docstring); the result's
     ``"timed"`` lists every timed candidate, ``"drifts"`` each session's speed (``"drift"``:
     the first's)."""
-    from srsearch.models.subnet import RepSubNet, subnet_config
+    from srsearch.models.subnet import subnet_config, training_form
     from srsearch.train.train_jobs import TrainJob, train_models
 
     if init not in INITS:
@@ -121,9 +121,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     def job(arch: dict[str, Any]) -> TrainJob:
         if init == "scratch":  # random initialisation: the supernet's weights are not needed
             return TrainJob(subnet_config(arch, rep), train_cfg)
-        sub = supernet.get_active_subnet(ArchConfig.from_dict(arch)).eval()
-        if rep != "none":  # the block form that computes what the inherited subnet does
-            sub = RepSubNet.from_plain(sub, rep)
+        sub = training_form(supernet.get_active_subnet(ArchConfig.from_dict(arch)).eval(), rep)
         return TrainJob(sub.config(), train_cfg, lambda: sub.state_dict())
 
     jobs = {f"c{i}": job(t["arch"]) for i, t in enumerate(top)}

@@ -164,16 +164,13 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
             tcfg = cfg.train_config(scale)
             teacher = supernet.get_active_subnet(space.max_arch()) if cfg.distill else None
             t0 = time.perf_counter()
-            if cfg.train_rep == "none":
-                compact, ft = finetune(compact, tcfg, out / "finetune", teacher=teacher,
-                                       distill=cfg.distill)
-            else:  # train as blocks from exactly the inherited function; deliver it collapsed
-                from srsearch.models.subnet import RepSubNet
+            from srsearch.models import inference_form
+            from srsearch.models.subnet import training_form
 
-                blocks = RepSubNet.from_plain(compact, cfg.train_rep)
-                tuned, ft = finetune(blocks, tcfg, out / "finetune", teacher=teacher,
-                                     distill=cfg.distill)
-                compact = tuned.collapse().eval()
+            # trained as blocks from exactly the inherited function, delivered collapsed
+            tuned, ft = finetune(training_form(compact, cfg.train_rep), tcfg,
+                                 out / "finetune", teacher=teacher, distill=cfg.distill)
+            compact = inference_form(tuned).eval()
             ft["rep"] = cfg.train_rep
             ft["wall_s_last_start"] = time.perf_counter() - t0
         save_model(compact, model_path, extra={"finetune": ft, "arch": arch.to_dict(),

@@ -1,6 +1,6 @@
 """Hand-designed SR baselines, one file per family, registered explicitly."""
 
-from srsearch.models import bicubic, ecbsr, espcn, fsrcnn, subnet  # noqa: F401  (explicit registration)
+from srsearch.models import bicubic, ecbsr, espcn, fsrcnn, halfres, subnet  # noqa: F401  (explicit registration)
 from srsearch.models._registry import build_model, families, preset_config, preset_lr, presets
 
 __all__ = ["build_model", "families", "inference_form", "preset_config", "preset_lr", "presets"]

@@ -145,6 +145,16 @@ class SearchSpace:
         cell = CellConfig(block, width, pick(self.inner_choices(block, width)))
         return ArchConfig(self.scale, width, (cell,) * depth, skip=self.skip)
 
+    def chains(self) -> list[ArchConfig]:
+        """The ECBSR-style nets of the space: head C, then m conv cells of C, for every depth m
+        and width C (the space's skip; ReLU). ECBSR-MmCC collapses to the same ops with PReLU
+        and the nearest skip (`prelu_plain_keys`). Empty when conv cells are not in the
+        space."""
+        if "conv" not in self.blocks:
+            return []
+        return [ArchConfig(self.scale, c, (CellConfig("conv", c, c),) * m, skip=self.skip)
+                for m in range(self.min_depth, self.max_depth + 1) for c in self.widths]
+
     def max_arch(self) -> ArchConfig:
         """Deepest and widest: max depth, max widths, every cell of the kind with most MACs."""
         archs = [self._uniform(self.max_depth, b, max) for b in self.blocks]

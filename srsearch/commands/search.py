@@ -100,6 +100,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="re-rank stage 2's best, or the best of every depth in turn (the inherited score "
         "favours shallow nets; default: %(default)s)",
     )
+    p.add_argument(
+        "--rerank-family", type=int, default=0, metavar="N",
+        help="the N ECBSR-style nets of the space (head C + m conv cells of C) that the latency "
+        "model puts closest under the budget are stage 2's first trials and lead the re-rank's "
+        "shortlist, so the search weighs the hand-designed net scaled to the budget against "
+        "its own picks, trained alike (at most --rerank; default: %(default)s)",
+    )
     p.add_argument("--rerank-steps", type=int, default=1000, help="training steps per "
                    "re-ranked candidate")
     p.add_argument(

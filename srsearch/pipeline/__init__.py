@@ -65,8 +65,8 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
 # Keys that only the search stage (and the report after it) reads: until that stage is done,
 # a rerun may change them, so a budget the search refused can be retried in the same run dir.
 _SEARCH_ONLY = ("budget_ms", "budget_floor", "overshoot", "search_trials", "stage3_trials",
-                "rerank", "rerank_steps", "rerank_from", "rerank_pool", "train_rep",
-                "latency_rounds", "measured_floor", "search_data")
+                "rerank", "rerank_steps", "rerank_from", "rerank_pool", "rerank_family",
+                "train_rep", "latency_rounds", "measured_floor", "search_data")
 
 
 def _run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:

@@ -68,6 +68,9 @@ class PipelineConfig:
                             "from random initialisation (scratch)")
     rerank_pool: str = _doc("best", "re-rank stage 2's best, or the best of every depth in turn "
                             "(depths)")
+    rerank_family: int = _doc(0, "the ECBSR-style nets of the space closest under the budget "
+                              "that stage 2 scores first and the re-rank trains beside its "
+                              "picks (at most rerank)")
     train_rep: str = _doc("none", "train the re-ranked candidates and the fine-tune as plain "
                           "convs (none) or as repvgg / ecb blocks that collapse into the same "
                           "plain net (same file and latency)")

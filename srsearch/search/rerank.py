@@ -55,14 +55,16 @@ INITS = ("inherited", "scratch")
 POOLS = ("best", "depths")
 
 
-def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best"
-               ) -> list[dict[str, Any]]:
+def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best",
+               first: Sequence[ArchConfig] = ()) -> list[dict[str, Any]]:
     """The ``k`` best distinct feasible, scored trials by stage-2 PSNR (best first), each with
     its ``arch`` as a dict.
 
     ``pool="depths"``: the best of each depth (number of cells; depths ordered by their best),
     then the second best of each, and so on, so that every depth stage 2 scored has a place
-    in the shortlist however its inherited scores compare."""
+    in the shortlist however its inherited scores compare. The trials of ``first`` (the
+    hand-designed family's twins, `stage2.family_twins`) lead the shortlist, in that order,
+    whatever their scores."""
     if pool not in POOLS:
         raise ValueError(f"pool {pool!r}: one of {POOLS}")
     seen, ranked = set(), []
@@ -80,6 +82,11 @@ def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best"
         groups = list(by_depth.values())
         ranked = [g[i] for i in range(max(map(len, groups), default=0))
                   for g in groups if i < len(g)]
+    if first:
+        keys = [json.dumps(a.to_dict(), sort_keys=True) for a in first]
+        by_key = {json.dumps(t["arch"], sort_keys=True): t for t in ranked}
+        lead = [{**by_key[key], "family": True} for key in keys if key in by_key]
+        ranked = lead + [t for t in ranked if json.dumps(t["arch"], sort_keys=True) not in keys]
     return [{**t, "rank_stage2": i} for i, t in enumerate(ranked[:k])]
 
 
@@ -89,7 +96,8 @@ Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
 def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_cfg: Any,
            out: Path, log: Callable[[str], None] = print, measure: Measure | None = None,
            window: tuple[float, float] | None = None, init: str = "inherited",
-           pool: str = "best", rep: str = "none") -> dict[str, Any]:
+           pool: str = "best", rep: str = "none", first: Sequence[ArchConfig] = ()
+           ) -> dict[str, Any]:
     """Train the ``k`` best candidates (`candidates`, ``pool``) with ``train_cfg`` into
     ``out/c<i>``, from inherited weights or (``init="scratch"``) from random initialisation,
     as training form ``rep`` (`srsearch.models.subnet.REP_KINDS`); returns ``{"chosen":
@@ -100,7 +108,7 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     of the shortlist, and the next ``2 k`` in a second session when fewer than ``k`` measured
     in ``[lo, hi]``, and keeps the ``k`` first inside (module docstring); the result's
     ``"timed"`` lists every timed candidate, ``"drifts"`` each session's speed (``"drift"``:
-    the first's)."""
+    the first's). ``first``: architectures that lead the shortlist (`candidates`)."""
     from srsearch.models.subnet import subnet_config, training_form
     from srsearch.train.train_jobs import TrainJob, train_models
 
@@ -108,11 +116,11 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
         raise ValueError(f"init {init!r}: one of {INITS}")
     timed, drift = None, None
     if measure is None:
-        top = candidates(trials, k, pool)
+        top = candidates(trials, k, pool, first)
     else:
         if window is None:
             raise ValueError("rerank: measure needs a window")
-        timed, drifts = _timed(candidates(trials, 2 * k * TIMING_SESSIONS, pool), measure,
+        timed, drifts = _timed(candidates(trials, 2 * k * TIMING_SESSIONS, pool, first), measure,
                                window, Path(out), log, batch=2 * k, want=k)
         drift = drifts[0]
         inside = [t for t in timed if t["in_window"]]
@@ -130,13 +138,16 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
             for i, t in enumerate(top)]
     chosen = max(rows, key=lambda r: r["val_psnr"])
     result = {"k": k, "steps": train_cfg.max_steps, "init": init, "pool": pool, "rep": rep,
+              "first": [a.to_dict() for a in first],
               "chosen": chosen, "rows": rows,
               **({"timed": timed, "window_ms": list(window), "drift": drift, "drifts": drifts}
                  if timed is not None else {})}
     write_json(Path(out) / "rerank.json", result)
     how = "from scratch" if init == "scratch" else "of fine-tune"
+    where = ("a twin of the hand-designed family" if chosen.get("family") else
+             f"stage 2's #{chosen['rank_stage2'] + 1} in the {pool} order")
     log(f"[rerank] chose the shortlist's #{chosen['rank_shortlist'] + 1} of {len(rows)} "
-        f"(stage 2's #{chosen['rank_stage2'] + 1} in the {pool} order): "
+        f"({where}): "
         f"{chosen['val_psnr']:.3f} dB after {train_cfg.max_steps} steps {how} (the first: "
         f"{rows[0]['val_psnr']:.3f} dB)")
     return result

@@ -40,6 +40,7 @@ from srsearch.search.stage2 import (
     STUDY_NAME,
     Stage2Config,
     Stage2Result,
+    family_twins,
     search_architecture,
     stage2_result,
 )
@@ -273,11 +274,13 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
     floor_ms = latency_floor(space, predictor, cfg.budget_ms, floor)
     s2_budget = budget * (1 + cfg.overshoot)
     s2_floor = latency_floor(space, predictor, cfg.budget_ms * (1 + cfg.overshoot), floor)
-    s2cfg = Stage2Config(budget_ms=s2_budget, floor_ms=s2_floor, n_trials=cfg.trials,
-                         sampler=cfg.sampler, seed=cfg.seed)
     floors = space_floors(space)
     s2_predictor = (PrunableLatency(predictor, floors, cfg.max_ratio, budget, floor_ms,
                                     s2_budget) if cfg.overshoot else predictor)
+    twins = tuple(family_twins(space, s2_predictor, s2_budget, s2_floor, cfg.rerank_family)
+                  if cfg.rerank_family else ())
+    s2cfg = Stage2Config(budget_ms=s2_budget, floor_ms=s2_floor, n_trials=cfg.trials,
+                         sampler=cfg.sampler, seed=cfg.seed, first=twins)
     arch_path = out / "arch.json"
     if arch_path.is_file():
         study = load_study(db, STUDY_NAME)
@@ -303,7 +306,8 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
             ranked = rerank(supernet, s2.trials, cfg.rerank,
                             cfg.train_config(space.scale, cfg.rerank_steps), out / "rerank",
                             measure=measure, window=window if measure else None,
-                            init=cfg.rerank_from, pool=cfg.rerank_pool, rep=cfg.train_rep)
+                            init=cfg.rerank_from, pool=cfg.rerank_pool, rep=cfg.train_rep,
+                            first=twins)
             s2 = apply_choice(s2, ranked["chosen"])
         write_text(arch_path, json.dumps(s2.arch.to_dict(), indent=2))
     arch = ArchConfig.from_json(arch_path.read_text())

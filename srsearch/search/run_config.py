@@ -20,10 +20,11 @@ from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 # Settings that change what a finished step holds; a resumed run must keep them.
 _FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "search_data", "crop", "sampler",
           "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps", "rerank_from",
-          "rerank_pool", "train_rep")
+          "rerank_pool", "train_rep", "rerank_family")
 # What a run's config.json written before a setting existed implies for it.
 _BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None,
-           "rerank_from": "inherited", "rerank_pool": "best", "train_rep": "none"}
+           "rerank_from": "inherited", "rerank_pool": "best", "train_rep": "none",
+           "rerank_family": 0}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class RunConfig:
         rerank_from: "inherited" (a fine-tune from the supernet's weights) or "scratch" (the
             same recipe from random initialisation: ranks as longer trainings from scratch do).
         rerank_pool: "best" (stage 2's best) or "depths" (the best of every depth in turn).
+        rerank_family: This many ECBSR-style nets of the space (head C + m conv cells of C)
+            that the latency model puts closest under the budget (`stage2.family_twins`) are
+            the first stage-2 trials and lead the re-rank's shortlist, so the search weighs
+            the net a user would scale to the budget against its own picks, trained alike
+            (0: off; needs ``rerank`` >= 2 to re-rank them).
         train_rep: The form the re-rank's and the fine-tune's trainings run in
             (`srsearch.models.subnet.REP_KINDS`): "none" (plain convs), or "ecb" / "repvgg"
             blocks that collapse into the same plain net when training ends, so the
@@ -85,6 +91,7 @@ class RunConfig:
     rerank_steps: int = 1000
     rerank_from: str = "inherited"
     rerank_pool: str = "best"
+    rerank_family: int = 0
     train_rep: str = "none"
     latency_rounds: int = 2
     measured_floor: float = 0.9
@@ -113,6 +120,8 @@ class RunConfig:
             "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
             "--rerank-from": (self.rerank_from in INITS, " or ".join(INITS)),
             "--rerank-pool": (self.rerank_pool in POOLS, " or ".join(POOLS)),
+            "--rerank-family": (0 <= self.rerank_family <= max(self.rerank, 0),
+                                "0 or more and at most --rerank"),
             "--train-rep": (self.train_rep in REP_KINDS, " or ".join(REP_KINDS)),
             "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
             "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),

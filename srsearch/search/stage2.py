@@ -52,7 +52,7 @@ from srsearch.search._optuna import (
 from srsearch.search.evaluator import Score
 from srsearch.search.predictor import LatencyPredictor
 from supernet.cells import KINDS
-from supernet.space import ArchConfig, CellConfig, SearchSpace
+from supernet.space import ArchConfig, CellConfig, SearchSpace, macs
 
 SAMPLERS: tuple[str, ...] = ("evolution", "tpe", "random")
 STUDY_NAME = "stage2"
@@ -80,6 +80,9 @@ class Stage2Config:
         population, tournament: Evolution: population size (the last ``population``
             feasible candidates) and tournament size.
         max_scored: Stop early once this many distinct candidates were scored (benchmarks).
+        first: Architectures scored as the first trials of a new search, before the sampler
+            draws (`family_twins`: the hand-designed family scaled to the budget, so stage 2
+            and the re-rank always hold it).
     """
 
     budget_ms: float
@@ -91,6 +94,7 @@ class Stage2Config:
     population: int = 16
     tournament: int = 4
     max_scored: int | None = None
+    first: tuple[ArchConfig, ...] = ()
 
     def __post_init__(self) -> None:
         # budget, trials and sampler are the user's settings, checked where they are defined
@@ -116,6 +120,21 @@ class Stage2Result:
     n_scored: int  # distinct candidates scored by the evaluator
     wall_s: float  # time in the trial loop, over all restarts
     trials: list[dict[str, Any]] = field(default_factory=list)  # `_optuna.record` per trial
+
+
+def family_twins(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float,
+                 floor_ms: float, n: int) -> list[ArchConfig]:
+    """The ``n`` ECBSR-style nets of the space (`SearchSpace.chains`) with the most MACs among
+    those ``predictor`` puts in ``[floor_ms, budget_ms]`` (ties: the slower first): the
+    hand-designed family scaled to the budget as a user would, in the space's own ops (ReLU,
+    its skip). At 30 ms on the 2-core host these are head 32 + one conv 32 and ECBSR-M4C16's
+    twin; the slowest under the budget by the table would be M5C12 and M8C8, narrow nets that
+    XNNPACK runs at fewer MACs per ms (docs/latency.md). Seeding stage 2 with them and
+    re-ranking them beside its picks means the search delivers one of them unless something
+    else trains better (docs/search.md, session 13)."""
+    priced = [(macs(a, (1, 1)), float(predictor.predict(a)), a) for a in space.chains()]
+    fit = [p for p in priced if floor_ms <= p[1] <= budget_ms]
+    return [a for _, _, a in sorted(fit, key=lambda p: (-p[0], -p[1]))[:n]]
 
 
 def check_budget(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float) -> float:
@@ -345,8 +364,13 @@ def search_architecture(
                 "population": cfg.population, "tournament": cfg.tournament}
     if cfg.floor_ms:  # only when set, so that searches stored before floors resume
         settings["floor_ms"] = cfg.floor_ms
+    if cfg.first:  # likewise
+        settings["first"] = [a.to_json() for a in cfg.first]
     study = open_study(db, STUDY_NAME, make_sampler(cfg.sampler, cfg.seed, cfg.n_startup),
                        settings)
+    if cfg.first and not study.trials:
+        for arch in cfg.first:
+            study.enqueue_trial(arch_params(arch))
     book = ScoreBook(study)
 
     def objective(trial: Trial) -> float:

@@ -93,9 +93,8 @@ def test_twins_lead_the_shortlist_whatever_their_score():
 
 
 def test_rerank_family_is_checked_and_kept_on_resume(supernet, image_dir, tmp_path):  # noqa: F811
-    with pytest.raises(UserError, match="--rerank-family 3 is invalid: it must be 0 or more and "
-                                        "at most --rerank"):
-        RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank=2, rerank_family=3)
+    with pytest.raises(UserError, match="--rerank-family -1 is invalid: it must be 0 or more"):
+        RunConfig(budget_ms=BUDGET, data=str(image_dir), rerank=2, rerank_family=-1)
     out = tmp_path / "run"
     cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=4, stage3_trials=0,
                     rerank=2, rerank_family=1, rerank_steps=1, finetune_steps=0, batch_size=2,
@@ -115,3 +114,10 @@ def test_old_runs_resume_as_without_twins():
 
     assert _BEFORE["rerank_family"] == 0
     assert RunConfig.from_dict({"budget_ms": 30.0}).rerank_family == 0
+
+
+def test_the_pipeline_weighs_two_twins_by_default():
+    from srsearch.pipeline.config import PipelineConfig
+
+    assert PipelineConfig().run_config().rerank_family == 2
+    assert PipelineConfig(rerank=0).run_config().rerank_family == 2  # no re-rank: still valid

@@ -105,7 +105,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the N ECBSR-style nets of the space (head C + m conv cells of C) that the latency "
         "model puts closest under the budget are stage 2's first trials and lead the re-rank's "
         "shortlist, so the search weighs the hand-designed net scaled to the budget against "
-        "its own picks, trained alike (at most --rerank; default: %(default)s)",
+        "its own picks, trained alike (default: %(default)s)",
     )
     p.add_argument("--rerank-steps", type=int, default=1000, help="training steps per "
                    "re-ranked candidate")

@@ -68,9 +68,9 @@ class PipelineConfig:
                             "from random initialisation (scratch)")
     rerank_pool: str = _doc("best", "re-rank stage 2's best, or the best of every depth in turn "
                             "(depths)")
-    rerank_family: int = _doc(0, "the ECBSR-style nets of the space closest under the budget "
-                              "that stage 2 scores first and the re-rank trains beside its "
-                              "picks (at most rerank)")
+    rerank_family: int = _doc(2, "the ECBSR-style nets of the space with the most MACs inside "
+                              "the budget, scored first by stage 2 and trained by the re-rank "
+                              "beside its picks (0: off)")
     train_rep: str = _doc("none", "train the re-ranked candidates and the fine-tune as plain "
                           "convs (none) or as repvgg / ecb blocks that collapse into the same "
                           "plain net (same file and latency)")

@@ -57,9 +57,10 @@ class RunConfig:
         rerank_pool: "best" (stage 2's best) or "depths" (the best of every depth in turn).
         rerank_family: This many ECBSR-style nets of the space (head C + m conv cells of C)
             that the latency model puts closest under the budget (`stage2.family_twins`) are
-            the first stage-2 trials and lead the re-rank's shortlist, so the search weighs
-            the net a user would scale to the budget against its own picks, trained alike
-            (0: off; needs ``rerank`` >= 2 to re-rank them).
+            the first stage-2 trials and lead the re-rank's shortlist (its first
+            ``rerank``), so the search weighs the net a user would scale to the budget
+            against its own picks, trained alike (0: off; without a re-rank they are only
+            scored by stage 2).
         train_rep: The form the re-rank's and the fine-tune's trainings run in
             (`srsearch.models.subnet.REP_KINDS`): "none" (plain convs), or "ecb" / "repvgg"
             blocks that collapse into the same plain net when training ends, so the
@@ -120,8 +121,7 @@ class RunConfig:
             "--rerank-steps": (self.rerank_steps >= 1, "at least 1"),
             "--rerank-from": (self.rerank_from in INITS, " or ".join(INITS)),
             "--rerank-pool": (self.rerank_pool in POOLS, " or ".join(POOLS)),
-            "--rerank-family": (0 <= self.rerank_family <= max(self.rerank, 0),
-                                "0 or more and at most --rerank"),
+            "--rerank-family": (self.rerank_family >= 0, "0 or more"),
             "--train-rep": (self.train_rep in REP_KINDS, " or ".join(REP_KINDS)),
             "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
             "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),

@@ -4,6 +4,7 @@ chains, the twins scaled to the budget, stage 2's first trials and the re-rank's
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from srsearch.common.errors import UserError

@@ -178,6 +178,30 @@ def test_budget_may_change_until_the_search_runs(tmp_path, monkeypatch):
         run_pipeline(PipelineConfig(budget_ms=25.0, scale=3), run)
 
 
+def test_a_run_from_before_a_key_existed_resumes_as_it_ran(tmp_path, monkeypatch):
+    """A finished run's config.json without rerank_family / train_rep ran without them: it
+    resumes with rerank_family = 0, and the new default (2) is refused by name."""
+    from dataclasses import asdict
+
+    import srsearch.pipeline as pipeline
+    from srsearch.common.errors import UserError
+    from srsearch.pipeline import PipelineConfig, StageLog, run_pipeline
+
+    run = tmp_path / "run"
+    run.mkdir()
+    old = asdict(PipelineConfig(rerank_family=0))
+    del old["rerank_family"], old["train_rep"]
+    (run / "config.json").write_text(json.dumps(old))
+    for stage in pipeline.STAGES:
+        StageLog.load(run).mark(stage.name, {})
+    monkeypatch.setattr(pipeline, "STAGES", tuple(
+        pipeline.Stage(s.name, lambda cfg, d: pytest.fail("nothing should run"))
+        for s in pipeline.STAGES))
+    run_pipeline(PipelineConfig(rerank_family=0), run)
+    with pytest.raises(UserError, match="rerank_family: 0 -> 2"):
+        run_pipeline(PipelineConfig(), run)
+
+
 @pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0])
 def test_pipeline_budget_must_be_finite(budget):
     from srsearch.common.errors import UserError

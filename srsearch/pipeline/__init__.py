@@ -69,10 +69,15 @@ _SEARCH_ONLY = ("budget_ms", "budget_floor", "overshoot", "search_trials", "stag
                 "train_rep", "latency_rounds", "measured_floor", "search_data")
 
 
+# What a run's config.json written before a key existed implies for it.
+_BEFORE = {"train_rep": "none", "rerank_family": 0}
+
+
 def _run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
     cfg_path = run_dir / "config.json"
     want = json.loads(json.dumps(asdict(cfg)))
-    have = atomic.read_json(cfg_path) or want  # none yet (or unreadable): this run starts it
+    saved = atomic.read_json(cfg_path)
+    have = {**_BEFORE, **saved} if saved else want  # none yet: this run starts it
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     if diff:
         if set(diff) <= set(_SEARCH_ONLY) and "search" not in StageLog.load(run_dir).done:

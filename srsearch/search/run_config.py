@@ -55,8 +55,9 @@ class RunConfig:
         rerank_from: "inherited" (a fine-tune from the supernet's weights) or "scratch" (the
             same recipe from random initialisation: ranks as longer trainings from scratch do).
         rerank_pool: "best" (stage 2's best) or "depths" (the best of every depth in turn).
-        rerank_family: This many ECBSR-style nets of the space (head C + m conv cells of C)
-            that the latency model puts closest under the budget (`stage2.family_twins`) are
+        rerank_family: This many ECBSR-style nets of the space (head C + m conv cells of C),
+            those with the most MACs that the latency model puts inside stage 2's band
+            (`stage2.family_twins`), are
             the first stage-2 trials and lead the re-rank's shortlist (its first
             ``rerank``), so the search weighs the net a user would scale to the budget
             against its own picks, trained alike (0: off; without a re-rank they are only

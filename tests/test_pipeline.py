@@ -179,8 +179,9 @@ def test_budget_may_change_until_the_search_runs(tmp_path, monkeypatch):
 
 
 def test_a_run_from_before_a_key_existed_resumes_as_it_ran(tmp_path, monkeypatch):
-    """A finished run's config.json without rerank_family / train_rep ran without them: it
-    resumes with rerank_family = 0, and the new default (2) is refused by name."""
+    """A finished run's config.json without rerank_family / train_rep / check_speed ran
+    without them: it resumes with rerank_family = 0 and check_speed = raw, and the new
+    defaults (2, session) are refused by name."""
     from dataclasses import asdict
 
     import srsearch.pipeline as pipeline
@@ -189,17 +190,19 @@ def test_a_run_from_before_a_key_existed_resumes_as_it_ran(tmp_path, monkeypatch
 
     run = tmp_path / "run"
     run.mkdir()
-    old = asdict(PipelineConfig(rerank_family=0))
-    del old["rerank_family"], old["train_rep"]
+    old = asdict(PipelineConfig(rerank_family=0, check_speed="raw"))
+    del old["rerank_family"], old["train_rep"], old["check_speed"]
     (run / "config.json").write_text(json.dumps(old))
     for stage in pipeline.STAGES:
         StageLog.load(run).mark(stage.name, {})
     monkeypatch.setattr(pipeline, "STAGES", tuple(
         pipeline.Stage(s.name, lambda cfg, d: pytest.fail("nothing should run"))
         for s in pipeline.STAGES))
-    run_pipeline(PipelineConfig(rerank_family=0), run)
+    run_pipeline(PipelineConfig(rerank_family=0, check_speed="raw"), run)
     with pytest.raises(UserError, match="rerank_family: 0 -> 2"):
-        run_pipeline(PipelineConfig(), run)
+        run_pipeline(PipelineConfig(check_speed="raw"), run)
+    with pytest.raises(UserError, match="check_speed: 'raw' -> 'session'"):
+        run_pipeline(PipelineConfig(rerank_family=0), run)
 
 
 @pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0])

@@ -554,8 +554,9 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
 
     out = tmp_path / "run"
     # window [0.85, 1.0] x budget = the search's own floor: round 1 (predictor x 0.8) can only
-    # choose nets the device times inside it
-    cfg = quick_config(image_dir, trials=12, measured_floor=0.85)
+    # choose nets the device times inside it. A target persistently 0.8x its table: judged as
+    # read (--check-speed raw)
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85, check_speed="raw")
     device = SpeedDevice(0.8)
     s = run_search(supernet, FakePredictor(), cfg, out, device=device)
     check = json.loads((out / CHECK_FILE).read_text())
@@ -571,7 +572,9 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
     # resumed: every round is on file, nothing is measured again but the final model
     device2 = SpeedDevice(0.8)
     again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
-    assert again["arch"] == s["arch"] and len(device2.timed) == 3  # 3 rounds of one model
+    # 3 rounds of the final model and its anchors
+    assert again["arch"] == s["arch"] and len(device2.timed) == 3 * (1 + len(
+        s["measured"]["anchors"]))
 
 
 def test_a_corrected_search_keeps_to_the_measured_window(supernet, image_dir, tmp_path,
@@ -580,7 +583,8 @@ def test_a_corrected_search_keeps_to_the_measured_window(supernet, image_dir, tm
     predicted (corrected) inside the window it must hit, short of its top quarter (0.9 to
     0.975 x budget), so that timing noise does not push its choice over the budget."""
     out = tmp_path / "run"
-    cfg = quick_config(image_dir, trials=12, measured_floor=0.9, latency_rounds=1)
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.9, latency_rounds=1,
+                       check_speed="raw")
     run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(0.8))
 
     def feasible(path):
@@ -605,7 +609,9 @@ def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, im
     check = json.loads((out / CHECK_FILE).read_text())
     assert [r["in_window"] for r in check["rounds"]] == [True] == [s["latency_check"]["in_window"]]
     assert chosen_dir(out) == out and not (out / "cal1").exists()
-    assert len(device.timed) == 6  # the check, then the fine-tuned model; 3 rounds each
+    # the check, then the fine-tuned model, each beside its anchors; 3 rounds each
+    n_files = 2 + len(check["rounds"][0]["anchors"]) + len(s["measured"]["anchors"])
+    assert len(device.timed) == 3 * n_files
 
 
 def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir, tmp_path,
@@ -615,12 +621,95 @@ def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir,
     from srsearch.search.run import CHECK_FILE
 
     out = tmp_path / "run"
-    cfg = quick_config(image_dir)
+    cfg = quick_config(image_dir, check_speed="raw")
     run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(5.0))
     check = json.loads((out / CHECK_FILE).read_text())
     assert len(check["rounds"]) == 1 and check["accepted"] == 0 and not check["in_window"]
     assert "round 1 found no architecture" in check["note"]
     assert "no round measured within" in capsys.readouterr().out
+
+
+class SkewDevice(SpeedDevice):
+    """A target at ``speed`` x its table whose table prices the checked net (``check.tflite``)
+    ``skew`` x too low: the speed moves every net, the skew only that one."""
+
+    def __init__(self, speed: float, skew: float) -> None:
+        super().__init__(speed)
+        self.skew = skew
+
+    def benchmark(self, paths, runs=20, warmup=3, on_result=None):
+        from android_bench import BenchResult
+
+        out = super().benchmark(paths, runs, warmup, on_result)
+        return [BenchResult.from_samples(Path(p), [r.median_ms * self.skew] * 3)
+                if Path(p).name == "check.tflite" else r
+                for p, r in zip(paths, out, strict=True)]
+
+
+def test_latency_check_divides_out_the_session_speed(supernet, image_dir, tmp_path,
+                                                     arch_files, capsys):
+    """Session 13: the host ran 0.78x its table at the check, minutes after the re-rank read
+    the same net at 0.99x, and a correction round chased that swing to a net over the
+    budget. Timed beside its anchors, a net the table prices right is judged at the table's
+    speed and kept, whatever the session's speed."""
+    from srsearch.search.run import ANCHOR_NETS, CHECK_FILE
+
+    out = tmp_path / "run"
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85)
+    s = run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(0.8))
+    check = json.loads((out / CHECK_FILE).read_text())
+    (r0,) = check["rounds"]
+    assert check["speed"] == "session" and len(r0["anchors"]) == ANCHOR_NETS
+    assert r0["arch"] not in r0["anchors"]
+    assert r0["speed"] == pytest.approx(0.8)
+    assert r0["measured_ms"] < 0.85 * BUDGET  # as read: under the window, ...
+    assert r0["judged_ms"] == pytest.approx(r0["predicted_ms"]) and r0["in_window"]  # ... kept
+    assert s["measured"]["speed"] == pytest.approx(0.8)
+    assert s["measured_table_speed_ms"] == pytest.approx(s["predicted_latency_ms"])
+    assert "at the table's speed (the target ran 0.800x its table" in capsys.readouterr().out
+
+
+def test_latency_check_corrects_a_net_the_table_prices_wrong(supernet, image_dir, tmp_path,
+                                                             arch_files):
+    """The check still does what it is for: a net that runs 1.25x what the table says, in a
+    session where everything else runs 0.8x, is judged 1.25x its prediction, over the
+    budget, and round 1 searches with the latency model x 1.25."""
+    from srsearch.search.run import CHECK_FILE
+
+    out = tmp_path / "run"
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85)
+    run_search(supernet, FakePredictor(), cfg, out, device=SkewDevice(0.8, 1.25))
+    check = json.loads((out / CHECK_FILE).read_text())
+    r0, r1 = check["rounds"][:2]
+    assert r0["judged_ms"] == pytest.approx(1.25 * r0["predicted_ms"]) and not r0["in_window"]
+    assert r1["calibration"] == pytest.approx(1.25) and r1["in_window"]
+    assert check["accepted"] == 1
+
+
+def test_a_check_from_before_anchors_is_judged_as_read(supernet, image_dir, tmp_path,
+                                                        arch_files):
+    """A latency_check.json written before the check timed anchors has no speed: its round
+    is judged as it was, and a run started then resumes with --check-speed raw."""
+    from srsearch.search.run import CHECK_FILE
+
+    out = tmp_path / "run"
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85, check_speed="raw")
+    run_search(supernet, FakePredictor(), cfg, out, device=SpeedDevice(1.0))
+    config = json.loads((out / "config.json").read_text())
+    del config["check_speed"]
+    (out / "config.json").write_text(json.dumps(config))
+    check = json.loads((out / CHECK_FILE).read_text())
+    for r in check["rounds"]:
+        for key in ("speed", "anchors", "anchors_ms", "judged_ms"):
+            r.pop(key, None)
+    (out / CHECK_FILE).write_text(json.dumps(check))
+    (out / "summary.json").unlink()
+    again = run_search(supernet, FakePredictor(), cfg, out, resume=True,
+                       device=SpeedDevice(1.0))
+    assert again["latency_check"]["rounds"][0]["judged_ms"] == check["rounds"][0]["measured_ms"]
+    with pytest.raises(UserError, match="check_speed"):
+        run_search(supernet, FakePredictor(), replace(cfg, check_speed="session"), out,
+                   resume=True)
 
 
 def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_dir, tmp_path,
@@ -633,7 +722,9 @@ def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_d
     device = SpeedDevice(0.5)
     s = run_search(supernet, FakePredictor(), replace(cfg, latency_rounds=0), tmp_path / "b",
                    device=device)
-    assert s["latency_check"] is None and len(device.timed) == 3  # only the final model
+    # only the final model (and its anchors)
+    assert s["latency_check"] is None
+    assert len(device.timed) == 3 * (1 + len(s["measured"]["anchors"]))
 
 
 def test_latency_check_settings_are_checked():
@@ -641,6 +732,9 @@ def test_latency_check_settings_are_checked():
         RunConfig(budget_ms=BUDGET, measured_floor=1.0)
     with pytest.raises(UserError, match="--latency-rounds -1 is invalid"):
         RunConfig(budget_ms=BUDGET, latency_rounds=-1)
+    with pytest.raises(UserError, match="--check-speed median is invalid: it must be "
+                                        "session or raw"):
+        RunConfig(budget_ms=BUDGET, check_speed="median")
 
 
 def test_report_states_the_latency_check():
@@ -654,6 +748,12 @@ def test_report_states_the_latency_check():
     two = {**one, "rounds": [{"measured_ms": 25.7}, {"measured_ms": 31.2}], "in_window": False}
     line = latency_check_line(two)
     assert "25.70, 31.20 ms in 2 rounds" in line and "**outside**" in line
+    timed = {**one, "speed": "session", "rounds": [{"measured_ms": 22.4, "speed": 0.78,
+                                                    "judged_ms": 28.72}]}
+    assert latency_check_line(timed) == (
+        " Latency check: the chosen net measured 22.40 ms on the target, 28.72 ms at the "
+        "latency table's speed (the target ran 0.780x its table beside the nets timed with "
+        "it), within [27.00, 30.00] ms; kept round 0.")
 
 
 def test_report_says_which_images_chose_the_searched_net():
@@ -1025,12 +1125,12 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     # the latency check times the choice (no pruning search here): inside, in round 0
     check = json.loads((out / CHECK_FILE).read_text())
     assert check["accepted"] == 0 and check["in_window"]
-    # a resumed run times nothing again but the final model (3 rounds)
+    # a resumed run times nothing again but the final model and its anchors (3 rounds)
     device2 = PerNetDevice(0.7, every=7)
     (out / "model.pt").unlink()
     (out / "rerank" / "rerank.json").unlink()  # the re-rank redone from its folder
-    run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
-    assert len(device2.timed) == 3
+    again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
+    assert len(device2.timed) == 3 * (1 + len(again["measured"]["anchors"]))
 
 
 def test_rerank_with_no_candidate_in_the_window_keeps_stage_2s_order(supernet, image_dir,

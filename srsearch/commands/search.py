@@ -120,6 +120,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="lower end of that window, x budget (default: %(default)s)",
     )
     p.add_argument(
+        "--check-speed", default="session", choices=("session", "raw"),
+        help="session: time the chosen net beside 6 nets the latency model prices near it and "
+        "judge its time at the speed the table was measured at (their median "
+        "measured/predicted divides it out; a host's speed moves within minutes); raw: as "
+        "read, for a target persistently faster or slower than its table (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--finetune-steps",
         type=int,
         default=1000,

@@ -66,11 +66,11 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:
 # a rerun may change them, so a budget the search refused can be retried in the same run dir.
 _SEARCH_ONLY = ("budget_ms", "budget_floor", "overshoot", "search_trials", "stage3_trials",
                 "rerank", "rerank_steps", "rerank_from", "rerank_pool", "rerank_family",
-                "train_rep", "latency_rounds", "measured_floor", "search_data")
+                "train_rep", "latency_rounds", "measured_floor", "check_speed", "search_data")
 
 
 # What a run's config.json written before a key existed implies for it.
-_BEFORE = {"train_rep": "none", "rerank_family": 0}
+_BEFORE = {"train_rep": "none", "rerank_family": 0, "check_speed": "raw"}
 
 
 def _run_pipeline(cfg: PipelineConfig, run_dir: Path) -> Path:

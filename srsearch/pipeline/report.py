@@ -183,6 +183,11 @@ def latency_check_line(check: dict | None) -> str:
                 "after searching again with the latency model scaled by the previous round's "
                 "measured/predicted ratio)")
     verdict = ("within" if check["in_window"] else "**outside**")
+    judged = [r.get("judged_ms", r["measured_ms"]) for r in check["rounds"]]
+    if check.get("speed") == "session" and judged != [r["measured_ms"] for r in check["rounds"]]:
+        speeds = ", ".join(f"{r.get('speed', 1.0):.3f}" for r in check["rounds"])
+        head += (f", {', '.join(f'{j:.2f}' for j in judged)} ms at the latency table's speed "
+                 f"(the target ran {speeds}x its table beside the nets timed with it)")
     return (f"{head}, {verdict} [{lo:.2f}, {hi:.2f}] ms; kept round {check['accepted']}."
             + (f" ({check['note']})" if check.get("note") else ""))
 

@@ -48,20 +48,62 @@ from srsearch.search.trials import _appender, plot_pareto, write_trials_csv
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
+ANCHOR_NETS = 6  # nets timed beside a checked one to read the session's speed (>= 5)
+
 
 def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
                     export_options: Mapping[str, Any] | None = None,
-                    name: str = "model.tflite") -> dict[str, Any]:
+                    name: str = "model.tflite", anchors: Sequence[ArchConfig] = (),
+                    predictor: Any = None) -> dict[str, Any]:
     """Export ``model`` to LiteRT at LR ``lr_hw`` (with the latency table's export settings,
     e.g. ``channels_last_io``) as ``out/name`` and time it on ``device`` (an
-    `android_bench.Device`)."""
+    `android_bench.Device`).
+
+    With ``anchors`` (architectures ``predictor`` prices, `anchor_archs`), they are exported
+    beside it (``out/<name's stem>_anchors/``) and timed in the same interleaved
+    ``benchmark_rounds`` call; ``speed`` is the session's median measured / predicted over them
+    (`rerank.session_drift`: 1.0 under 5) and ``table_speed_ms`` the model's time divided by it,
+    what it would read at the speed its table was measured at."""
     from srsearch.latency.runner import export_tflite
+    from srsearch.search.rerank import session_drift
+    from supernet.subnet import SubNet
 
     path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
-    result = device.benchmark_rounds([path])[0]
-    return {"median_ms": result.median_ms, "device": device.fingerprint_id(),
+    folder = out / f"{Path(name).stem}_anchors"
+    if anchors:
+        folder.mkdir(parents=True, exist_ok=True)
+    paths = [export_tflite(SubNet(a).eval(), (1, 3, *lr_hw), folder / f"a{i}.tflite",
+                           export_options or {}) for i, a in enumerate(anchors)]
+    results = device.benchmark_rounds([path, *paths])
+    ms = results[0].median_ms
+    anchors_ms = [r.median_ms for r in results[1:]]
+    speed = (session_drift([float(predictor.predict(a)) for a in anchors], anchors_ms)
+             if anchors else 1.0)
+    return {"median_ms": ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
-            "result": result.to_dict()}
+            "result": results[0].to_dict(), "speed": speed, "table_speed_ms": ms / speed,
+            "anchors": [a.to_dict() for a in anchors], "anchors_ms": anchors_ms}
+
+
+def anchor_archs(trials: Sequence[dict[str, Any]], arch: ArchConfig, predictor: Any,
+                 n: int = ANCHOR_NETS) -> list[ArchConfig]:
+    """The ``n`` distinct architectures among stage 2's ``trials`` (other than ``arch``) that
+    ``predictor`` prices nearest ``arch``: timed beside it, their median measured / predicted
+    is the target's speed in that session, read at about the same size of net."""
+    target = float(predictor.predict(arch))
+    seen = {json.dumps(arch.to_dict(), sort_keys=True)}
+    near: list[tuple[float, str, ArchConfig]] = []
+    for t in trials:
+        if not t.get("arch"):
+            continue
+        a = json.loads(t["arch"]) if isinstance(t["arch"], str) else t["arch"]  # Optuna: str
+        key = json.dumps(a, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        other = ArchConfig.from_dict(a)
+        near.append((abs(float(predictor.predict(other)) - target), key, other))
+    return [a for _, _, a in sorted(near, key=lambda r: r[:2])[:n]]
 
 
 def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, int],
@@ -183,7 +225,9 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
 
     final_arch = prune.pruned_arch()
     result = evaluate(model, images, scale)
-    measured = (measure_latency(model, device, lr_hw, out, export_options)
+    measured = (measure_latency(model, device, lr_hw, out, export_options,
+                                anchors=anchor_archs(s2.trials, final_arch, predictor),
+                                predictor=predictor)
                 if device is not None else None)
     pred_ms = float(predictor.predict(final_arch))
     final_point = (pred_ms, s3.psnr) if s3 else (s2.latency_ms, s2.psnr)
@@ -200,6 +244,8 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
         "pruned_arch": final_arch.to_dict(),
         "predicted_latency_ms": pred_ms,
         "measured_latency_ms": measured["median_ms"] if measured else None,
+        # that timing divided by the session's speed (the anchors' measured / predicted)
+        "measured_table_speed_ms": measured["table_speed_ms"] if measured else None,
         "measured": measured,
         "latency_check": check,
         "psnr": result["mean"]["psnr"],
@@ -353,13 +399,14 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
                    evaluator: SubnetEvaluator, progress: bool, first: Choice, device: Any,
                    lr_hw: tuple[int, int], export_options: Mapping[str, Any] | None,
                    measure: Any = None) -> tuple[Choice, dict[str, Any]]:
-    """Time the chosen pruned architecture end to end; outside ``[measured_floor x budget,
-    budget]``, search again (stages 2 and 3 in ``cal<k>/``, among nets predicted inside that
-    window's lower three quarters) with the predictor scaled by that round's
-    measured/predicted ratio, up to ``cfg.latency_rounds`` times. Every round is
-    recorded in ``latency_check.json`` (a resumed run re-measures nothing it has); returns the
-    accepted round's choice (the first in the window, else the slowest within the budget,
-    else the fastest) and the record."""
+    """Time the chosen pruned architecture end to end, beside `anchor_archs` in one session;
+    outside ``[measured_floor x budget, budget]`` (its time divided by the session's speed
+    when ``cfg.check_speed`` is "session", as read when "raw"), search again (stages 2 and 3
+    in ``cal<k>/``, among nets predicted inside that window's lower three quarters) with the
+    predictor scaled by that round's judged/predicted ratio, up to ``cfg.latency_rounds``
+    times. Every round is recorded in ``latency_check.json`` (a resumed run re-measures
+    nothing it has); returns the accepted round's choice (the first in the window, else the
+    slowest within the budget, else the fastest) and the record."""
     from srsearch.common.atomic import read_json
     from supernet.subnet import SubNet
 
@@ -378,20 +425,28 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             break
         else:
             model = SubNet(arch).eval()  # the timing depends on the ops, not the weights
-            ms = measure_latency(model, device, lr_hw, choice.dir, export_options,
-                                 name="check.tflite")["median_ms"]
+            near = anchor_archs(choice.s2.trials, arch, predictor)
+            timed = measure_latency(model, device, lr_hw, choice.dir, export_options,
+                                    name="check.tflite", anchors=near, predictor=predictor)
             row = {"round": k, "dir": choice.dir.name if k else ".", "calibration": ratio,
                    "arch": arch.to_dict(), "predicted_ms": float(predictor.predict(arch)),
-                   "measured_ms": ms}
+                   "measured_ms": timed["median_ms"], "speed": timed["speed"],
+                   "anchors": timed["anchors"], "anchors_ms": timed["anchors_ms"]}
             rounds[k:] = [row]
             write_json(path, {**state, "rounds": rounds})
-        row["in_window"] = lo <= row["measured_ms"] <= hi
-        print(f"[search] latency check {k}: {row['measured_ms']:.2f} ms measured, "
+        # a round from before anchors were timed has no speed: judged as read
+        speed = row.get("speed", 1.0) if cfg.check_speed == "session" else 1.0
+        row["judged_ms"] = row["measured_ms"] / speed
+        row["in_window"] = lo <= row["judged_ms"] <= hi
+        at = (f" = {row['judged_ms']:.2f} ms at the table's speed (the target ran "
+              f"{speed:.3f}x its table beside {len(row.get('anchors', []))} anchors)"
+              if speed != 1.0 else "")
+        print(f"[search] latency check {k}: {row['measured_ms']:.2f} ms measured{at}, "
               f"{row['predicted_ms'] * row['calibration']:.2f} predicted; window "
               f"[{lo:.2f}, {hi:.2f}] ms: {'in' if row['in_window'] else 'out'}", flush=True)
         if row["in_window"] or k == cfg.latency_rounds:
             break
-        ratio = row["measured_ms"] / row["predicted_ms"]
+        ratio = row["judged_ms"] / row["predicted_ms"]
         try:
             # The corrected search considers only nets predicted inside the window (round 0
             # may have chosen one under it within --budget-floor's wider band), and not its
@@ -405,17 +460,20 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             note = f"round {k + 1} found no architecture: {exc}"
             break
     rounds = rounds[:len(choices)]
-    ok = [i for i, r in enumerate(rounds) if r["in_window"]]
-    under = [i for i, r in enumerate(rounds) if r["measured_ms"] <= hi]
-    accepted = (ok[0] if ok else max(under, key=lambda i: rounds[i]["measured_ms"]) if under
-                else min(range(len(rounds)), key=lambda i: rounds[i]["measured_ms"]))
-    state = {"budget_ms": cfg.budget_ms, "window_ms": [lo, hi], "rounds": rounds,
+    ok = [i for i, r in enumerate(rounds) if r.get("in_window")]
+    for r in rounds:  # a stale round that was not judged above counts as read
+        r.setdefault("judged_ms", r["measured_ms"])
+    under = [i for i, r in enumerate(rounds) if r["judged_ms"] <= hi]
+    accepted = (ok[0] if ok else max(under, key=lambda i: rounds[i]["judged_ms"]) if under
+                else min(range(len(rounds)), key=lambda i: rounds[i]["judged_ms"]))
+    state = {"budget_ms": cfg.budget_ms, "window_ms": [lo, hi], "speed": cfg.check_speed,
+             "rounds": rounds,
              "accepted": accepted, "accepted_dir": rounds[accepted]["dir"],
              "in_window": bool(ok), "note": note}
     write_json(path, state)
     if not ok:
         print(f"[search] warning: no round measured within [{lo:.2f}, {hi:.2f}] ms; kept round "
-              f"{accepted} ({rounds[accepted]['measured_ms']:.2f} ms)"
+              f"{accepted} ({rounds[accepted]['judged_ms']:.2f} ms)"
               + (f"; {note}" if note else ""), flush=True)
     return choices[accepted], state
 

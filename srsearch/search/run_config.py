@@ -17,14 +17,17 @@ from srsearch.search.rerank import INITS, POOLS
 from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
+# How the latency check judges a timing: divided by the session's speed, or as read.
+CHECK_SPEEDS = ("session", "raw")
+
 # Settings that change what a finished step holds; a resumed run must keep them.
 _FIXED = ("budget_ms", "budget_floor", "overshoot", "data", "search_data", "crop", "sampler",
           "stage3_sampler", "seed", "max_ratio", "rerank", "rerank_steps", "rerank_from",
-          "rerank_pool", "train_rep", "rerank_family")
+          "rerank_pool", "train_rep", "rerank_family", "check_speed")
 # What a run's config.json written before a setting existed implies for it.
 _BEFORE = {"overshoot": 0.0, "rerank": 0, "rerank_steps": 1000, "search_data": None,
            "rerank_from": "inherited", "rerank_pool": "best", "train_rep": "none",
-           "rerank_family": 0}
+           "rerank_family": 0, "check_speed": "raw"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class RunConfig:
             stages 2 and 3 run again with the predictor scaled by measured/predicted, up to
             this many times (`run._latency_check`); 0: no check.
         measured_floor: The lower end of that window, as a fraction of the budget.
+        check_speed: "session": the check times the chosen net beside `run.ANCHOR_NETS`
+            nets the table prices near it and judges its time divided by their median
+            measured/predicted (the target's speed in that session), so a host whose speed
+            swings within minutes does not move the choice; "raw": the time as read, for a
+            target that runs persistently at another speed than its table.
         finetune_steps: Fine-tuning steps (0: keep the inherited weights).
         sampler: Stage-2 sampler (`stage2.SAMPLERS`).
         stage3_sampler: "gp" or "tpe".
@@ -97,6 +105,7 @@ class RunConfig:
     train_rep: str = "none"
     latency_rounds: int = 2
     measured_floor: float = 0.9
+    check_speed: str = "session"
     finetune_steps: int = 1000
     sampler: str = "evolution"
     stage3_sampler: str = "gp"
@@ -126,6 +135,7 @@ class RunConfig:
             "--train-rep": (self.train_rep in REP_KINDS, " or ".join(REP_KINDS)),
             "--latency-rounds": (self.latency_rounds >= 0, "0 or more"),
             "--measured-floor": (0 <= self.measured_floor < 1, "in [0, 1)"),
+            "--check-speed": (self.check_speed in CHECK_SPEEDS, " or ".join(CHECK_SPEEDS)),
             "--finetune-steps": (self.finetune_steps >= 0, "0 or more"),
             "--sampler": (self.sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
             "--stage3-sampler": (self.stage3_sampler in STAGE3_SAMPLERS,

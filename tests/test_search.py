@@ -1133,6 +1133,31 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     assert len(device2.timed) == 3 * (1 + len(again["measured"]["anchors"]))
 
 
+def test_latency_check_counts_the_reranks_timing_of_the_same_net(supernet, image_dir,
+                                                                  tmp_path, arch_files):
+    """Session 14: the re-rank read its pick at 28.29 ms at its session's speed, the check
+    minutes later at 30.05, 0.2 % over the budget, and a correction round threw the pick
+    away. Each reading is noise around the net's time; the check judges their mean."""
+    from srsearch.search.run import CHECK_FILE
+
+    out = tmp_path / "run"
+    cfg = quick_config(image_dir, trials=12, rerank=3, rerank_steps=1, batch_size=2,
+                       lr_patch=8, measured_floor=0.85, latency_rounds=1)
+    # the re-rank's 6 nets run 0.8x their prediction; the check's file 1.25x more
+    run_search(supernet, FakePredictor(), cfg, out, device=SkewDevice(0.8, 1.25))
+    ranked = json.loads((out / "rerank" / "rerank.json").read_text())
+    r0 = json.loads((out / CHECK_FILE).read_text())["rounds"][0]
+    chosen = [t for t in ranked["timed"] if t["arch"] == r0["arch"]]
+    assert len(chosen) == 1 and chosen[0]["session_ms"] == pytest.approx(r0["predicted_ms"])
+    assert r0["earlier_ms"] == [pytest.approx(chosen[0]["session_ms"])]
+    assert r0["judged_ms"] == pytest.approx((1.25 + 1.0) / 2 * r0["predicted_ms"])
+    # raw: the check's reading alone, as read
+    raw = run_search(supernet, FakePredictor(), replace(cfg, check_speed="raw"),
+                     tmp_path / "raw", device=SkewDevice(0.8, 1.25))
+    r0 = raw["latency_check"]["rounds"][0]
+    assert r0["earlier_ms"] == [] and r0["judged_ms"] == r0["measured_ms"]
+
+
 def test_rerank_with_no_candidate_in_the_window_keeps_stage_2s_order(supernet, image_dir,
                                                                      tmp_path, arch_files,
                                                                      capsys):

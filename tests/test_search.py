@@ -483,7 +483,7 @@ class FakeDevice(Device):
         return [BenchResult.from_samples(Path(p), [4.0, 5.0, 6.0]) for p in paths]
 
 
-def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
+def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch, capsys):
     from srsearch.cli import main
     from srsearch.commands import search as command
     from srsearch.deploy import tflite
@@ -498,12 +498,17 @@ def test_cli_search_with_a_device(supernet, image_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--lut", "unused.json",
             "--budget-ms", str(BUDGET), "--data", str(image_dir), "--out", str(out),
-            "--trials", "3", "--stage3-trials", "0", "--finetune-steps", "0", "--crop", "16",
+            "--trials", "12", "--stage3-trials", "0", "--finetune-steps", "0", "--crop", "16",
             "--sampler", "evolution", "--measure", "host", "--baseline", "espcn=0.9:20"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["measured_latency_ms"] == 5.0
     assert summary["measured"]["device"] == "fake-phone"
+    # every net reads 5 ms: the anchors, priced at their predictions, give the speed
+    speed = summary["measured"]["speed"]
+    assert summary["measured_table_speed_ms"] == pytest.approx(5.0 / speed)
+    assert (f"measured 5.00 ms ({5.0 / speed:.2f} ms at the latency table's speed: the target "
+            f"ran {speed:.3f}x") in capsys.readouterr().out
     assert summary["pruned_arch"] == summary["arch"]  # no stage 3: nothing pruned
     assert "stage3" not in summary["stages"]
     assert main(args) == 2  # exists: needs --resume

@@ -232,11 +232,14 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         supernet_path=args.supernet,
     )
-    measured = s["measured_latency_ms"]
+    measured, at_table = s["measured_latency_ms"], s.get("measured_table_speed_ms")
+    speed = (f" ({at_table:.2f} ms at the latency table's speed: the target ran "
+             f"{s['measured']['speed']:.3f}x its table beside the nets timed with it)"
+             if at_table is not None and s["measured"].get("speed", 1.0) != 1.0 else "")
     print(
         f"searched {s['candidates_scored']} candidates in {s['search_wall_s']:.0f} s; "
         f"predicted {s['predicted_latency_ms']:.2f} ms (budget {s['budget_ms']:g})"
-        + (f", measured {measured:.2f} ms" if measured is not None else "")
+        + (f", measured {measured:.2f} ms{speed}" if measured is not None else "")
         + f"; val Y-PSNR {s['psnr']:.3f} dB (bicubic {s['psnr_bicubic']:.3f}), "
         f"SSIM {s['ssim']:.4f}; {args.out / 'model.pt'}"
     )

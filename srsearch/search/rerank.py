@@ -70,7 +70,7 @@ def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best",
     seen, ranked = set(), []
     for t in sorted((t for t in trials if t["feasible"] and t["scored"] and t["psnr"] is not None),
                     key=lambda t: -t["psnr"]):
-        arch = json.loads(t["arch"]) if isinstance(t["arch"], str) else t["arch"]  # Optuna: str
+        arch = trial_arch(t)
         key = json.dumps(arch, sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -88,6 +88,12 @@ def candidates(trials: Sequence[dict[str, Any]], k: int, pool: str = "best",
         lead = [{**by_key[key], "family": True} for key in keys if key in by_key]
         ranked = lead + [t for t in ranked if json.dumps(t["arch"], sort_keys=True) not in keys]
     return [{**t, "rank_stage2": i} for i, t in enumerate(ranked[:k])]
+
+
+def trial_arch(trial: dict[str, Any]) -> dict[str, Any]:
+    """A stage-2 trial's ``arch`` as a dict (Optuna stores it as a JSON string)."""
+    arch = trial["arch"]
+    return json.loads(arch) if isinstance(arch, str) else arch
 
 
 Measure = Callable[[Sequence[ArchConfig], Path], list[float]]

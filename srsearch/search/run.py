@@ -66,14 +66,10 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
     what it would read at the speed its table was measured at."""
     from srsearch.latency.runner import export_tflite
     from srsearch.search.rerank import session_drift
-    from supernet.subnet import SubNet
 
     path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
-    folder = out / f"{Path(name).stem}_anchors"
-    if anchors:
-        folder.mkdir(parents=True, exist_ok=True)
-    paths = [export_tflite(SubNet(a).eval(), (1, 3, *lr_hw), folder / f"a{i}.tflite",
-                           export_options or {}) for i, a in enumerate(anchors)]
+    paths = (export_archs(anchors, lr_hw, out / f"{Path(name).stem}_anchors", export_options)
+             if anchors else [])
     results = device.benchmark_rounds([path, *paths])
     ms = results[0].median_ms
     anchors_ms = [r.median_ms for r in results[1:]]
@@ -104,10 +100,12 @@ def anchor_archs(trials: Sequence[dict[str, Any]], arch: ArchConfig, predictor: 
     target = float(predictor.predict(arch))
     seen = {json.dumps(arch.to_dict(), sort_keys=True)}
     near: list[tuple[float, str, ArchConfig]] = []
+    from srsearch.search.rerank import trial_arch
+
     for t in trials:
         if not t.get("arch"):
             continue
-        a = json.loads(t["arch"]) if isinstance(t["arch"], str) else t["arch"]  # Optuna: str
+        a = trial_arch(t)
         key = json.dumps(a, sort_keys=True)
         if key in seen:
             continue
@@ -119,16 +117,22 @@ def anchor_archs(trials: Sequence[dict[str, Any]], arch: ArchConfig, predictor: 
 
 def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, int],
                   out: Path, export_options: Mapping[str, Any] | None = None) -> list[float]:
-    """Export each of ``archs`` (as a plain ``SubNet``: the timing depends on the ops, not the
-    weights) to ``out/a<i>.tflite`` and time them all in one interleaved
+    """Export each of ``archs`` (`export_archs`) and time them all in one interleaved
     ``benchmark_rounds`` call on ``device``; their median ms, in order."""
+    paths = export_archs(archs, lr_hw, out, export_options)
+    return [r.median_ms for r in device.benchmark_rounds(paths)]
+
+
+def export_archs(archs: Sequence[ArchConfig], lr_hw: tuple[int, int], out: Path,
+                 export_options: Mapping[str, Any] | None = None) -> list[Path]:
+    """Export each of ``archs`` as a plain ``SubNet`` (the timing depends on the ops, not the
+    weights) to ``out/a<i>.tflite``; the paths, in order."""
     from srsearch.latency.runner import export_tflite
     from supernet.subnet import SubNet
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [export_tflite(SubNet(a).eval(), (1, 3, *lr_hw), out / f"a{i}.tflite",
-                           export_options or {}) for i, a in enumerate(archs)]
-    return [r.median_ms for r in device.benchmark_rounds(paths)]
+    return [export_tflite(SubNet(a).eval(), (1, 3, *lr_hw), out / f"a{i}.tflite",
+                          export_options or {}) for i, a in enumerate(archs)]
 
 
 def run_search(

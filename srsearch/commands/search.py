@@ -112,8 +112,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--latency-rounds", type=int, default=2, metavar="N",
         help="with --measure: when the chosen net, timed on the target, falls outside "
-        "[--measured-floor x budget, budget], search again with the latency model scaled by "
-        "measured/predicted, at most N times (0: no check; default: %(default)s)",
+        "[--measured-floor x budget, budget] (judged as --check-speed says), search again "
+        "with the latency model scaled by judged/predicted, at most N times (0: no check; "
+        "default: %(default)s)",
     )
     p.add_argument(
         "--measured-floor", type=float, default=0.9, metavar="F",

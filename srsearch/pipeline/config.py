@@ -75,9 +75,9 @@ class PipelineConfig:
                           "convs (none) or as repvgg / ecb blocks that collapse into the same "
                           "plain net (same file and latency)")
     latency_rounds: int = _doc(
-        2, "search again (predictor scaled by measured/predicted) at most this many times "
-        "when the chosen net, timed on the target, falls outside [measured_floor x budget, "
-        "budget] (0: no check)")
+        2, "search again (predictor scaled by judged/predicted) at most this many times "
+        "when the chosen net, timed on the target and judged as check_speed says, falls "
+        "outside [measured_floor x budget, budget] (0: no check)")
     measured_floor: float = _doc(0.9, "lower end of that window, x budget")
     check_speed: str = _doc("session", "the latency check judges the chosen net's time "
                             "divided by the session's speed, read off 6 nets timed beside it "

@@ -70,8 +70,9 @@ class RunConfig:
             blocks that collapse into the same plain net when training ends, so the
             delivered file and its latency are the same.
         latency_rounds: With a device to measure on: when the chosen pruned architecture,
-            timed end to end, falls outside ``[measured_floor x budget_ms, budget_ms]``,
-            stages 2 and 3 run again with the predictor scaled by measured/predicted, up to
+            timed end to end and judged as ``check_speed`` says, falls outside
+            ``[measured_floor x budget_ms, budget_ms]``, stages 2 and 3 run again with the
+            predictor scaled by judged/predicted, up to
             this many times (`run._latency_check`); 0: no check.
         measured_floor: The lower end of that window, as a fraction of the budget.
         check_speed: "session": the check times the chosen net beside `run.ANCHOR_NETS`

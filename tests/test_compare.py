@@ -88,7 +88,11 @@ def test_compare_trains_measures_and_writes_one_table(run_dir, capsys):
     # ecbsr is timed and counted in its collapsed form: head, 4 plain 3x3, tail, 1x1 skip
     assert rows["ecbsr-m4c8"]["macs"] == 256 * (3 * 8 * 9 + 4 * 8 * 8 * 9 + 8 * 12 * 9 + 3 * 12)
     assert rows["bicubic"]["latency_ms"] is None and rows["bicubic"]["params"] == 0
+    # the search timed no anchors (no device): every row as read, and compare.md says so
+    assert result["timing"] == {"speed": 1.0, "anchors": [], "anchors_ms": []}
+    assert rows["espcn"]["latency_read_ms"] == rows["espcn"]["latency_ms"]
     table = (out / "compare.md").read_text()
+    assert "in one interleaved session, as read (no anchors" in table
     assert "| searched |" in table and "| espcn |" in table and "searched minus" in table
     assert [r["model"] for r in csv.DictReader((out / "compare.csv").open())] == list(rows)
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
@@ -135,6 +139,15 @@ def test_margins_use_only_baselines_within_the_budget():
     m = margins(rows, ["d"], budget_ms=10.0)["d"]
     assert m["best_baseline"] == "fast" and m["margin_db"] == pytest.approx(0.5)
     assert margins(rows, ["d"], budget_ms=1.0)["d"]["best_baseline"] is None
+
+
+def test_compare_md_says_how_its_latency_columns_read():
+    from srsearch.comparison.compare_report import timing_words
+
+    slow = {"timing": {"speed": 1.3, "anchors": [{}] * 6, "anchors_ms": [1.0] * 6}}
+    words = timing_words(slow)
+    assert "beside 6 of the search's nets" in words and "ran 1.300x its latency table" in words
+    assert "as read" in timing_words({}) and "as read" in timing_words({"timing": None})
 
 
 def test_compare_errors_name_the_input(tmp_path, run_dir, capsys):

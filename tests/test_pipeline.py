@@ -65,6 +65,9 @@ def test_pipeline_end_to_end_then_skips_finished_stages(image_dir, tmp_path, cap
     bench = stages["bench"]["models"]
     assert set(bench) == {"searched", "espcn", "ecbsr-m4c8", "searched-scratch", scaled}
     assert all(r["median_ms"] > 0 for r in bench.values())
+    from srsearch.pipeline.report import bench_line  # the bench's anchors, said in the report
+
+    assert "speed" in stages["bench"] and bench_line(stages["bench"]) in report
     assert (run_dir / "export" / "searched.tflite").is_file()
     assert (run_dir / "psnr_latency.png").is_file()
     assert (run_dir / "crops.png").is_file() and "](crops.png)" in report

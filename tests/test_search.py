@@ -761,6 +761,53 @@ def test_report_states_the_latency_check():
         "it), within [27.00, 30.00] ms; kept round 0.")
 
 
+def test_pipeline_bench_judges_every_file_at_the_tables_speed(tmp_path, arch_files,
+                                                              monkeypatch):
+    """Session 14's main job: its report showed the searched net at 38.27 ms as read in a slow
+    session, over the 30 ms budget the search had met at the table's speed. The bench stage
+    times every file beside the search's final anchors and judges it at the table's speed."""
+    import random
+
+    import srsearch.latency
+    from srsearch.pipeline import PipelineConfig
+    from srsearch.pipeline import stages as pipeline_stages
+    from srsearch.pipeline.report import bench_line
+
+    rng = random.Random(0)
+    archs = list({a.to_json(): a for a in (SPACE.sample(rng) for _ in range(40))}.values())
+    searched, baseline, anchors = archs[0], archs[1], archs[2:8]
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    (run / "search").mkdir()
+    files = {}
+    for name, arch in (("searched", searched), ("ecbsr-m4c8", baseline)):
+        files[name] = str(run / "export" / f"{name}.tflite")
+        Path(files[name]).write_text(arch.to_json())  # SpeedDevice reads the arch back
+    (run / "stages.json").write_text(json.dumps({"export": {"files": files}}))
+    device = SpeedDevice(1.3)
+    monkeypatch.setattr(pipeline_stages, "_device", lambda cfg: device)
+    monkeypatch.setattr(srsearch.latency.LatencyModel, "load", lambda path: FakePredictor())
+    summary = run / "search" / "summary.json"
+    summary.write_text(json.dumps({"measured": {"anchors": [a.to_dict() for a in anchors]}}))
+
+    bench = pipeline_stages._bench(PipelineConfig(), run)
+    assert bench["speed"] == pytest.approx(1.3) and len(bench["anchors"]) == 6
+    assert len(device.timed) == 3 * 8  # the two files and six anchors, three rounds each
+    for name, arch in (("searched", searched), ("ecbsr-m4c8", baseline)):
+        row = bench["models"][name]
+        assert row["median_ms"] == pytest.approx(1.3 * FakePredictor().predict(arch))
+        assert row["table_speed_ms"] == pytest.approx(FakePredictor().predict(arch))
+    assert "the target ran 1.300x its latency table" in bench_line(bench)
+    # a search that timed no anchors (no device in the search): as read, and said so
+    summary.write_text(json.dumps({"measured": None}))
+    bench = pipeline_stages._bench(PipelineConfig(), run)
+    assert bench["speed"] == 1.0 and bench["anchors"] == []
+    row = bench["models"]["searched"]
+    assert row["table_speed_ms"] == row["median_ms"]
+    assert "as read (the search left 0 anchor nets" in bench_line(bench)
+    assert bench_line({}) == ""
+
+
 def test_report_says_which_images_chose_the_searched_net():
     from srsearch.pipeline import PipelineConfig
     from srsearch.pipeline.report import search_images_line

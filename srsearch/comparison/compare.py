@@ -395,10 +395,22 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     first = {name: r["runs"][0][1] for name, r in rows.items()}
     files, failed = export_models(first, run.lr_hw, out / "export", cfg0.data,
                                   lambda m: log(f"[compare] {m}"), precision=run.precision)
+    from srsearch.search.run import run_anchors, time_beside_anchors
+
+    # beside the search's final anchors when timed on the table's own target: each row is
+    # judged at the table's speed, the speed the search met the budget at
+    anchors = (run_anchors(run_dir) if predictor is not None
+               and device.fingerprint_id() == run.target_id else [])
     log(f"[compare] timing {len(files)} models on {device.fingerprint_id()}, {bench_runs} runs "
-        "each")
-    results = device.benchmark_rounds(list(files.values()), runs=bench_runs)
-    latency = {name: r.median_ms for name, r in zip(files, results, strict=True)}
+        "each" + (f", beside {len(anchors)} of the search's nets" if anchors else ""))
+    results, timing = time_beside_anchors(list(files.values()), device, anchors, predictor,
+                                          run.lr_hw, out / "export" / "anchors",
+                                          run.export_spec, runs=bench_runs)
+    read = {name: r.median_ms for name, r in zip(files, results, strict=True)}
+    latency = {name: ms / timing["speed"] for name, ms in read.items()}
+    if timing["speed"] != 1.0:
+        log(f"[compare] the target ran {timing['speed']:.3f}x its latency table: each row's "
+            "ms is divided by that")
 
     # --- evaluate every seed's model ---
     sets = [
@@ -425,7 +437,8 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
                                        cfg0.lr_patch)
         result_rows[name] = {
             "role": row["role"],
-            "latency_ms": latency.get(name),
+            "latency_ms": latency.get(name),  # at the table's speed
+            "latency_read_ms": read.get(name),
             "params": nparams,
             "macs": count_macs(model, run.lr_hw) if nparams else 0,
             "export_failed": failed.get(name),
@@ -460,6 +473,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
         "device": device.fingerprint_id(),
         "precision": run.precision,
         "fingerprint": device.fingerprint(),
+        "timing": timing,
         "eval_sets": set_names,
         "scaled_baseline": scaled,
         "models": result_rows,

@@ -45,7 +45,10 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
 
     done = StageLog.load(run_dir).done
     table, bench = done["evaluate"], done.get("bench", {}).get("models", {})
-    lat = {name: r["median_ms"] for name, r in bench.items()}
+    # judged at the latency table's speed (the speed the search met the budget at); a bench
+    # from before anchors has none: as read
+    lat = {name: r.get("table_speed_ms", r["median_ms"]) for name, r in bench.items()}
+    read = {name: r["median_ms"] for name, r in bench.items()}
     base = done.get("baselines") or {}
     compute = _compute_rows(cfg, run_dir, list(next(iter(table.values()))))
     sn = (compute.get("searched") or {}).get("supernet_share")
@@ -77,7 +80,7 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
         + ("ECBSR rows' ECB blocks started as the searched net's (damped). "
            if cfg.train_rep == "ecb" else "")
         + "Params and GMACs are those of the exported (inference) form at the LR input; "
-        "latency is the median on the target.",
+        "latency is the median on the target." + bench_line(done.get("bench") or {}),
         "",
     ]
     if "search" in done:
@@ -124,7 +127,8 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m, r in rows.items():
-            ms = f"{lat[m]:.2f}" if m in lat else "-"
+            ms = "-" if m not in lat else f"{lat[m]:.2f}" + (
+                f" ({read[m]:.2f})" if read[m] != lat[m] else "")
             c = compute.get(m)
             steps = "-" if not c else f"{c['steps']}" + (
                 f" ({c['supernet_share']['steps']} supernet)" if c.get("supernet_share") else "")
@@ -139,7 +143,8 @@ def _report(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
             ax.scatter(lat[name], r["psnr"], color="tab:red" if name == "searched" else "tab:blue")
             ax.annotate(name, (lat[name], r["psnr"]), fontsize=8)
     ax.axvline(cfg.budget_ms, color="gray", linestyle="--", label="budget")
-    ax.set_xlabel(f"measured latency on {cfg.target} (ms, {cfg.out_size})")
+    ax.set_xlabel(f"measured latency on {cfg.target} (ms, {cfg.out_size}"
+                  + (", at the latency table's speed)" if lat != read else ")"))
     ax.set_ylabel("Y-PSNR (dB)")
     ax.set_title(f"{set_name}, x{cfg.scale}")
     ax.legend()
@@ -168,6 +173,24 @@ def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
     psnr = {name: r["psnr"] for name, r in rows.items() if name != "searched-scratch"}
     return report_grid(load_images(cfg.data, cfg.scale, "val"), models, psnr, lat,
                        cfg.budget_ms, cfg.scale, run_dir / "crops.png")["markdown"]
+
+
+def bench_line(bench: dict) -> str:
+    """How the bench stage's times read: at the latency table's speed (with the anchors the
+    session was measured against) or as read."""
+    speed, anchors = bench.get("speed", 1.0), bench.get("anchors") or []
+    if not bench:
+        return ""
+    if speed == 1.0:
+        return (" Every file was timed in one interleaved session, as read (the search left "
+                f"{len(anchors)} anchor nets, under the 5 needed to read the session's speed "
+                "against the latency table).")
+    return (f" Every file was timed in one interleaved session beside {len(anchors)} of the "
+            "search's nets (its final anchors, whose latency the table predicts); the target "
+            f"ran {speed:.3f}x its latency table in that session, so the latency column is "
+            "each median divided by that speed, what it reads at the speed the search met "
+            "the budget at (as read in brackets: on a host whose speed drifts, those can sit "
+            "on either side of the budget).")
 
 
 def latency_check_line(check: dict | None) -> str:

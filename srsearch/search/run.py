@@ -65,20 +65,46 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
     (`rerank.session_drift`: 1.0 under 5) and ``table_speed_ms`` the model's time divided by it,
     what it would read at the speed its table was measured at."""
     from srsearch.latency.runner import export_tflite
-    from srsearch.search.rerank import session_drift
 
     path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
-    paths = (export_archs(anchors, lr_hw, out / f"{Path(name).stem}_anchors", export_options)
-             if anchors else [])
-    results = device.benchmark_rounds([path, *paths])
+    results, timed = time_beside_anchors([path], device, anchors, predictor, lr_hw,
+                                         out / f"{Path(name).stem}_anchors", export_options)
     ms = results[0].median_ms
-    anchors_ms = [r.median_ms for r in results[1:]]
-    speed = (session_drift([float(predictor.predict(a)) for a in anchors], anchors_ms)
-             if anchors else 1.0)
     return {"median_ms": ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
-            "result": results[0].to_dict(), "speed": speed, "table_speed_ms": ms / speed,
-            "anchors": [a.to_dict() for a in anchors], "anchors_ms": anchors_ms}
+            "result": results[0].to_dict(), **timed, "table_speed_ms": ms / timed["speed"]}
+
+
+def time_beside_anchors(paths: Sequence[Path], device: Any, anchors: Sequence[ArchConfig],
+                        predictor: Any, lr_hw: tuple[int, int], out: Path,
+                        export_options: Mapping[str, Any] | None = None,
+                        runs: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """Time the LiteRT files ``paths`` on ``device`` beside ``anchors`` (architectures that
+    ``predictor`` prices, exported to ``out/`` with ``export_options``) in one interleaved
+    ``benchmark_rounds`` call: the results of ``paths``, in order, and ``{"speed", "anchors",
+    "anchors_ms"}``, where ``speed`` is the anchors' median measured / predicted
+    (`rerank.session_drift`: 1.0 with fewer than 5), how fast the target ran in this session
+    against its table. A file's median divided by it is what it reads at the table's speed."""
+    from srsearch.search.rerank import session_drift
+
+    extra = export_archs(anchors, lr_hw, out, export_options) if anchors else []
+    kw = {"runs": runs} if runs is not None else {}
+    results = device.benchmark_rounds([*paths, *extra], **kw)
+    anchors_ms = [r.median_ms for r in results[len(paths):]]
+    speed = (session_drift([float(predictor.predict(a)) for a in anchors], anchors_ms)
+             if anchors else 1.0)
+    return list(results[:len(paths)]), {"speed": speed, "anchors": [a.to_dict() for a in anchors],
+                                        "anchors_ms": anchors_ms}
+
+
+def run_anchors(run_dir: Path) -> list[ArchConfig]:
+    """The anchors a finished search run in ``run_dir`` timed beside its delivered net
+    (``summary.json``'s ``measured``): the nets to time beside its model again wherever it is
+    benchmarked later (none when the search timed nothing)."""
+    from srsearch.common.atomic import read_json
+
+    measured = (read_json(Path(run_dir) / "summary.json") or {}).get("measured") or {}
+    return [ArchConfig.from_dict(a) for a in measured.get("anchors") or []]
 
 
 def rerank_timings(folder: Path, arch: ArchConfig) -> list[float]:

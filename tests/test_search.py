@@ -1116,6 +1116,28 @@ def test_rerank_fine_tunes_the_best_candidates_and_keeps_the_best_after(supernet
         run_search(supernet, FakePredictor(), replace(cfg, rerank=2), out, resume=True)
 
 
+def test_stage3_leaves_the_reranks_choice_whole_unless_it_must_cut_it_down(
+        supernet, image_dir, tmp_path, capsys):
+    """Session 14's main job: stage 3 pruned the net the re-rank had trained best (and timed)
+    by the inherited score the re-rank overrules, and the latency check then judged a net
+    nothing had trained or timed. At overshoot 0 the re-rank's choice fits: kept whole."""
+    cfg = RunConfig(budget_ms=BUDGET, data=str(image_dir), trials=6, stage3_trials=2,
+                    rerank=2, rerank_steps=1, finetune_steps=0, batch_size=2, lr_patch=8,
+                    crop=16, seed=0)
+    s = run_search(supernet, FakePredictor(), cfg, tmp_path / "a")
+    assert "stage3" not in s["stages"] and s["pruned_arch"] == s["arch"]
+    assert "stage 3 skipped: the re-rank chose this net by training it" in \
+        capsys.readouterr().out
+    # over the budget by design (--overshoot): stage 3 still cuts it down
+    s = run_search(supernet, FakePredictor(), replace(cfg, overshoot=0.2, budget_floor=0.0,
+                                                      trials=16), tmp_path / "b")
+    assert s["stages"]["stage3"]["n_trials"] == 2
+    assert s["predicted_latency_ms"] <= BUDGET
+    # no re-rank: stage 3 runs as before
+    s = run_search(supernet, FakePredictor(), replace(cfg, rerank=0), tmp_path / "c")
+    assert s["stages"]["stage3"]["n_trials"] == 2
+
+
 class PerNetDevice(SpeedDevice):
     """A target on which the table is wrong by a different factor per net (as on the 2-core
     host, MAPE 8.8 %, largest -23 %): a net runs ``fast`` x its prediction when the CRC of its

@@ -405,7 +405,7 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
     if prune_path.is_file():
         study = load_study(db, STAGE3_STUDY)
         s3 = stage3_result(study, subnet, floors) if study is not None else None
-    elif cfg.stage3_trials > 0:
+    elif cfg.stage3_trials > 0 and not skips_stage3(cfg, out):
         s3 = search_pruning(subnet, predictor, evaluator.scorer, budget,
                             cfg.stage3_trials, db, floors=floors, floor_ms=floor_ms,
                             max_ratio=cfg.max_ratio,
@@ -413,11 +413,23 @@ def _choose(supernet: SuperNet, predictor: LatencyPredictor, cfg: RunConfig, out
                             on_trial=_appender(csv_path, "stage3"), progress=progress)
         write_text(prune_path, s3.prune.to_json())
     else:
+        if cfg.stage3_trials > 0:
+            print("[search] stage 3 skipped: the re-rank chose this net by training it, inside "
+                  "the budget; pruning it by the inherited score it overruled would deliver a "
+                  "net nothing trained or timed (--overshoot > 0 makes stage 3 cut a larger "
+                  "net down to the budget)", flush=True)
         s3 = None
         write_text(prune_path, PruneConfig(arch).to_json())
     prune = PruneConfig.from_json(prune_path.read_text())
     write_trials_csv(csv_path, {"stage2": s2.trials, **({"stage3": s3.trials} if s3 else {})})
     return Choice(out, s2, s3, arch, subnet, prune, floor_ms, s2_budget, s2_floor)
+
+
+def skips_stage3(cfg: RunConfig, out: Path) -> bool:
+    """Whether stage 3 keeps the net in ``out`` unpruned: a re-rank chose it (``rerank.json``)
+    and ``cfg.overshoot`` is 0, so it fits the budget already and was chosen by training,
+    which stage 3's inherited score would overrule."""
+    return cfg.overshoot == 0 and (Path(out) / "rerank" / "rerank.json").is_file()
 
 
 class CalibratedPredictor:

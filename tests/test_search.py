@@ -808,6 +808,24 @@ def test_pipeline_bench_judges_every_file_at_the_tables_speed(tmp_path, arch_fil
     assert bench_line({}) == ""
 
 
+def test_measure_archs_beside_anchors_reads_the_tables_speed(tmp_path, arch_files):
+    """The scaled ECBSR row's candidates (pipeline and compare) are judged as the searched
+    net is: beside the search's anchors, at the table's speed."""
+    import random
+
+    from srsearch.search.run import measure_archs
+
+    rng = random.Random(1)
+    archs = list({a.to_json(): a for a in (SPACE.sample(rng) for _ in range(40))}.values())
+    timing: dict = {}
+    got = measure_archs(archs[:2], SpeedDevice(1.3), (16, 16), tmp_path / "a",
+                        anchors=archs[2:8], predictor=FakePredictor(), timing=timing)
+    assert got == pytest.approx([FakePredictor().predict(a) for a in archs[:2]])
+    assert timing["speed"] == pytest.approx(1.3) and len(timing["anchors_ms"]) == 6
+    raw = measure_archs(archs[:2], SpeedDevice(1.3), (16, 16), tmp_path / "b")
+    assert raw == pytest.approx([1.3 * FakePredictor().predict(a) for a in archs[:2]])
+
+
 def test_report_says_which_images_chose_the_searched_net():
     from srsearch.pipeline import PipelineConfig
     from srsearch.pipeline.report import search_images_line

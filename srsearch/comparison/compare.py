@@ -211,15 +211,19 @@ def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], o
         from srsearch.train.supernet_training import load_supernet
 
         space = load_supernet(run.supernet).space
-    measure = None
+    measure, timing = None, {}
     if device is not None:
-        from srsearch.search.run import measure_archs
+        from srsearch.search.run import measure_archs, run_anchors
+
+        # beside the search's anchors: judged at the table's speed, as the searched net was
+        anchors = run_anchors(run.run_dir) if device.fingerprint_id() == run.target_id else []
 
         def measure(archs):
             log(f"[compare] timing the {len(archs)} ECBSR-style nets the table puts nearest "
-                f"{run.search.budget_ms:g} ms on {device.fingerprint_id()}")
+                f"{run.search.budget_ms:g} ms on {device.fingerprint_id()}"
+                + (f", beside {len(anchors)} of the search's nets" if anchors else ""))
             return measure_archs(archs, device, run.lr_hw, out / "scaled",
-                                 run.export_spec or {})
+                                 run.export_spec or {}, anchors, predictor, timing)
     try:
         found = scaled_ecbsr(predictor, space, run.search.budget_ms, measure)
     except (KeyError, UserError) as exc:
@@ -237,7 +241,8 @@ def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], o
         log(f"[compare] note: {found['name']} was priced as its ReLU twin (the table has no "
             "PReLU entries; `srsearch latency build` on the same --out adds them), so it may "
             "run over the budget")
-    atomic.write_json(out / SCALED_FILE, {"budget_ms": run.search.budget_ms, "scaled": found})
+    atomic.write_json(out / SCALED_FILE, {"budget_ms": run.search.budget_ms, "scaled": found,
+                                          **timing})
     return found
 
 

@@ -187,7 +187,8 @@ def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float,
     table covers (``space``); None when none fits.
 
     Without ``measure``, the one the latency model puts closest under the budget. With
-    ``measure(archs) -> ms`` (the run's device), the ``N_TIMED`` the model puts nearest the
+    ``measure(archs) -> ms`` (the run's device; callers divide by the session's speed
+    read off the search's anchors), the ``N_TIMED`` the model puts nearest the
     budget (under or over) are timed, and the slowest measured under the budget is taken (the
     table's pick when none is); its ``measured_ms`` and every timed net (``timed``) are
     returned too.

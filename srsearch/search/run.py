@@ -142,11 +142,20 @@ def anchor_archs(trials: Sequence[dict[str, Any]], arch: ArchConfig, predictor: 
 
 
 def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, int],
-                  out: Path, export_options: Mapping[str, Any] | None = None) -> list[float]:
+                  out: Path, export_options: Mapping[str, Any] | None = None,
+                  anchors: Sequence[ArchConfig] = (), predictor: Any = None,
+                  timing: dict[str, Any] | None = None) -> list[float]:
     """Export each of ``archs`` (`export_archs`) and time them all in one interleaved
-    ``benchmark_rounds`` call on ``device``; their median ms, in order."""
+    ``benchmark_rounds`` call on ``device``; their median ms, in order. With ``anchors``
+    (`run_anchors`, priced by ``predictor``), timed in the same session (`time_beside_anchors`,
+    exported to ``out/anchors/``): each median divided by the session's speed, and
+    ``timing`` (when given) receives that speed and the anchors' times."""
     paths = export_archs(archs, lr_hw, out, export_options)
-    return [r.median_ms for r in device.benchmark_rounds(paths)]
+    results, timed = time_beside_anchors(paths, device, anchors, predictor, lr_hw,
+                                         Path(out) / "anchors", export_options)
+    if timing is not None:
+        timing.update(timed)
+    return [r.median_ms / timed["speed"] for r in results]
 
 
 def export_archs(archs: Sequence[ArchConfig], lr_hw: tuple[int, int], out: Path,

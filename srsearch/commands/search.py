@@ -76,7 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--trials", type=int, default=200, help="stage-2 trials in total")
     p.add_argument(
-        "--stage3-trials", type=int, default=40, help="stage-3 trials (0: no pruning search)"
+        "--stage3-trials", type=int, default=40,
+        help="stage-3 trials (0: no pruning search; a re-ranked net is left whole unless "
+        "--overshoot > 0)"
     )
     p.add_argument(
         "--rerank", type=int, default=0, metavar="K",

@@ -60,7 +60,8 @@ class PipelineConfig:
     max_depth: int = _doc(8, "search space: most cells")
     skip: str = _doc(DEFAULT_SKIP, "search space: global LR skip, nearest or bicubic")
     search_trials: int = _doc(100, "stage 2: architecture candidates")
-    stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates")
+    stage3_trials: int = _doc(20, "stage 3: pruning-ratio candidates (stage 3 leaves a "
+                              "re-ranked net whole unless overshoot > 0)")
     rerank: int = _doc(8, "stage 2's best candidates fine-tuned --rerank-steps each to pick "
                        "from (0: stage 2's pick)")
     rerank_steps: int = _doc(1000, "training steps per re-ranked candidate")

@@ -578,6 +578,28 @@ def test_export_workers_quiet_the_converters_warning(tmp_path):
         assert r.pool.submit(_leafspec_warnings_shown).result() == 0
 
 
+def test_export_reports_files_already_there_so_the_bar_ends_full(tmp_path):
+    """Session 15's main job: with the probes in the cache, the export bar stood at 20/313."""
+    from torch import nn
+
+    from srsearch.latency.runner import Job, runner
+
+    made = []
+
+    def exporter(module, shape, path, options):
+        Path(path).write_text("x")
+        made.append(Path(path).name)
+
+    cached = tmp_path / "cached.tflite"
+    cached.write_text("x")
+    jobs = [Job("a", cached, nn.Identity(), (1, 3, 4, 4)),
+            Job("b", tmp_path / "new.tflite", nn.Identity(), (1, 3, 4, 4))]
+    seen = []
+    with runner(object(), exporter, jobs=1) as r:
+        r.export(jobs, lambda job: seen.append(job.id))
+    assert made == ["new.tflite"] and sorted(seen) == ["a", "b"]
+
+
 def test_the_table_prices_the_scaled_ecbsr_family_with_its_prelus(tmp_path: Path) -> None:
     from srsearch.comparison.fairness import plain_arch, scaled_ecbsr
 

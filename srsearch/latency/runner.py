@@ -89,9 +89,14 @@ class Runner:
     pool: Executor | None = None
 
     def export(self, jobs: Sequence[Job], on_exported: Callable[[Job], None] | None = None) -> None:
-        """Write every job's file that does not exist yet."""
+        """Write every job's file that does not exist yet; ``on_exported`` is called for every
+        job, those whose file was there already (a probe cache) first, so a progress bar of
+        ``len(jobs)`` ends full."""
         todo = [j for j in jobs if not j.path.is_file()]
         done = on_exported or (lambda job: None)
+        for j in jobs:
+            if j.path.is_file():
+                done(j)
         if self.pool is None or len(todo) < 2:
             for j in todo:
                 self.exporter(j.module, j.input_shape, j.path, j.options)

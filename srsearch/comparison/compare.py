@@ -229,9 +229,14 @@ def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], o
     except (KeyError, UserError) as exc:
         log(f"[compare] note: no scaled ECBSR row, the latency model cannot price it ({exc})")
         return None
+    if found is not None and "speed" in timing:
+        found = {**found, "speed": timing["speed"]}  # its measured_ms is at the table's speed
     if found is not None and found.get("chosen_by") == "measured":
+        at = (f" at the table's speed (the target ran {found['speed']:.3f}x)"
+              if found.get("speed", 1.0) != 1.0 else "")
         log(f"[compare] scaled to {run.search.budget_ms:g} ms by measurement: {found['name']} "
-            f"({found['measured_ms']:.2f} ms measured, {found['predicted_ms']:.2f} predicted)")
+            f"({found['measured_ms']:.2f} ms measured{at}, {found['predicted_ms']:.2f} "
+            "predicted)")
     elif found is not None and "timed" in found:
         log(f"[compare] note: every timed ECBSR-style net ran over {run.search.budget_ms:g} ms; "
             f"keeping the table's pick {found['name']}")

@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="a finished `srsearch pipeline` run")
     ap.add_argument("--sessions", type=int, default=6)
     ap.add_argument("--runs", type=int, default=20, help="runs per file per round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per session (the "
+                    "bench stage and the check use 3)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
@@ -47,12 +49,13 @@ def main() -> None:
     predicted = [float(predictor.predict(a)) for a in anchors]
     device = device_from_target("host", threads=args.threads)
     print(f"machine: {machine()}; {device.fingerprint_id()}; {len(files)} files beside "
-          f"{len(anchors)} anchors, {args.sessions} sessions x 3 rounds x {args.runs} runs",
+          f"{len(anchors)} anchors, {args.sessions} sessions x {args.rounds} rounds x {args.runs} "
+          "runs",
           flush=True)
     by: dict[str, dict[str, list[float]]] = {f.stem: {"read": [], "session": [], "round": []}
                                              for f in files}
     for k in range(args.sessions):
-        results = device.benchmark_rounds([*files, *paths], runs=args.runs)
+        results = device.benchmark_rounds([*files, *paths], rounds=args.rounds, runs=args.runs)
         own, beside = results[:len(files)], results[len(files):]
         speed = session_drift(predicted, [r.median_ms for r in beside])
         speeds = [session_drift(predicted, [a.extra["round_ms"][k] for a in beside])

@@ -203,7 +203,8 @@ SCALED_WAIT_S = 900.0  # 6 nets exported and timed take about a minute on the 2-
 
 def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], out: Path,
                  device: Any):
-    from srsearch.comparison.fairness import scaled_ecbsr
+    from srsearch.comparison.fairness import scaled_ecbsr, timed_scaled_ecbsr
+    from srsearch.search.run import run_anchors
     from supernet.space import SearchSpace
 
     space = SearchSpace(scale=run.scale)
@@ -211,26 +212,19 @@ def _pick_scaled(predictor: Any, run: RunSettings, log: Callable[[str], None], o
         from srsearch.train.supernet_training import load_supernet
 
         space = load_supernet(run.supernet).space
-    measure, timing = None, {}
-    if device is not None:
-        from srsearch.search.run import measure_archs, run_anchors
-
-        # beside the search's anchors: judged at the table's speed, as the searched net was
-        anchors = run_anchors(run.run_dir) if device.fingerprint_id() == run.target_id else []
-
-        def measure(archs):
-            log(f"[compare] timing the {len(archs)} ECBSR-style nets the table puts nearest "
-                f"{run.search.budget_ms:g} ms on {device.fingerprint_id()}"
-                + (f", beside {len(anchors)} of the search's nets" if anchors else ""))
-            return measure_archs(archs, device, run.lr_hw, out / "scaled",
-                                 run.export_spec or {}, anchors, predictor, timing)
     try:
-        found = scaled_ecbsr(predictor, space, run.search.budget_ms, measure)
+        if device is None:
+            found, timing = scaled_ecbsr(predictor, space, run.search.budget_ms), {}
+        else:
+            # beside the search's anchors: judged at the table's speed, as the searched net was
+            anchors = (run_anchors(run.run_dir) if device.fingerprint_id() == run.target_id
+                       else [])
+            found, timing = timed_scaled_ecbsr(
+                predictor, space, run.search.budget_ms, device, run.lr_hw, out / "scaled",
+                run.export_spec or {}, anchors, lambda m: log(f"[compare] {m}"))
     except (KeyError, UserError) as exc:
         log(f"[compare] note: no scaled ECBSR row, the latency model cannot price it ({exc})")
         return None
-    if found is not None and "speed" in timing:
-        found = {**found, "speed": timing["speed"]}  # its measured_ms is at the table's speed
     if found is not None and found.get("chosen_by") == "measured":
         at = (f" at the table's speed (the target ran {found['speed']:.3f}x)"
               if found.get("speed", 1.0) != 1.0 else "")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +239,29 @@ def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float,
         out.update(measured_ms=got, timed=timed,
                    chosen_by="measured" if got is not None and got <= budget_ms else "table")
     return out
+
+
+
+def timed_scaled_ecbsr(predictor: Any, space: Any, budget_ms: float, device: Any,
+                       lr_hw: tuple[int, int], out: Path, export_spec: Any,
+                       anchors: Sequence[Any], log: Callable[[str], None]
+                       ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """`scaled_ecbsr` with its candidates exported to ``out`` and timed on ``device`` beside
+    ``anchors`` (the search's, `srsearch.search.run.run_anchors`; none: as read) by
+    `srsearch.search.run.measure_archs`, so they are judged at the table's speed: the pick,
+    with that ``speed`` when it was timed, and the timing record (speed, anchors and their
+    times) for ``scaled.json``."""
+    from srsearch.search.run import measure_archs
+
+    timing: dict[str, Any] = {}
+
+    def measure(archs):
+        log(f"timing the {len(archs)} ECBSR-style nets the table puts nearest {budget_ms:g} ms "
+            f"on {device.fingerprint_id()}"
+            + (f", beside {len(anchors)} of the search's nets" if anchors else ""))
+        return measure_archs(archs, device, lr_hw, out, export_spec, anchors, predictor, timing)
+
+    found = scaled_ecbsr(predictor, space, budget_ms, measure)
+    if found is not None and "speed" in timing:
+        found = {**found, "speed": timing["speed"]}  # its measured_ms is at the table's speed
+    return found, timing

@@ -208,30 +208,20 @@ def _scaled(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any] | None:
     """The ECBSR-style net scaled to the budget (`scaled_ecbsr`), timed on the pipeline's
     target among the table's nearest; kept in ``baselines/scaled.json`` so that a resumed
     stage trains the same net."""
-    from srsearch.comparison.fairness import scaled_ecbsr
+    from srsearch.comparison.fairness import timed_scaled_ecbsr
     from srsearch.latency import LatencyModel
-    from srsearch.search.run import measure_archs, run_anchors
+    from srsearch.search.run import run_anchors
 
     path = run_dir / "baselines" / "scaled.json"
     saved = atomic.read_json(path)
     if saved is not None:
         return saved["scaled"]
     predictor = LatencyModel.load(run_dir / "latency" / "lut.json")
-    device = _device(cfg)
-    lr_hw = tuple(predictor.lr_hw)
     # beside the search's anchors: judged at the table's speed, as the searched net was
-    anchors, timing = run_anchors(run_dir / "search"), {}
-
-    def measure(archs):
-        _log(f"timing the {len(archs)} ECBSR-style nets the table puts nearest "
-             f"{cfg.budget_ms:g} ms" + (f", beside {len(anchors)} of the search's nets"
-                                        if anchors else ""))
-        return measure_archs(archs, device, lr_hw, run_dir / "baselines" / "scaled",
-                             predictor.export_spec, anchors, predictor, timing)
-
-    found = scaled_ecbsr(predictor, _space(cfg), cfg.budget_ms, measure)
-    if found is not None and "speed" in timing:
-        found = {**found, "speed": timing["speed"]}  # its measured_ms is at the table's speed
+    found, timing = timed_scaled_ecbsr(predictor, _space(cfg), cfg.budget_ms, _device(cfg),
+                                       tuple(predictor.lr_hw), run_dir / "baselines" / "scaled",
+                                       predictor.export_spec, run_anchors(run_dir / "search"),
+                                       _log)
     atomic.write_json(path, {"budget_ms": cfg.budget_ms, "scaled": found, **timing})
     return found
 

@@ -2,8 +2,9 @@
 files beside its search's final anchors in several sessions (as the bench stage does) and
 prints, per file and per session, the time as read, divided by the session's speed (the
 anchors' median measured / predicted over the whole session: what the check, the bench stage
-and compare use) and divided round by round (each round's median by that round's anchor
-speed, then the median over rounds: an alternative), then each one's spread over sessions.
+and compare used until session 16) and divided round by round (each round's median by that
+round's anchor speed, then the median over rounds: `srsearch.search.run.at_table_speed`, what
+they use since), then each one's spread over sessions.
 
     python benchmarks/anchor_speed.py --run runs/<timestamp> --sessions 6
 
@@ -28,15 +29,14 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="a finished `srsearch pipeline` run")
     ap.add_argument("--sessions", type=int, default=6)
     ap.add_argument("--runs", type=int, default=20, help="runs per file per round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per session (the "
-                    "bench stage and the check use 3)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds per session (the "
+                    "bench stage and the check use srsearch.search.run.ANCHOR_ROUNDS, 7)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
     from android_bench import device_from_target
     from srsearch.latency import LatencyModel
-    from srsearch.search.rerank import session_drift
-    from srsearch.search.run import export_archs, run_anchors
+    from srsearch.search.run import at_table_speed, run_anchors, time_beside_anchors
 
     files = sorted((args.run / "export").glob("*.tflite"))
     anchors = run_anchors(args.run / "search")
@@ -44,9 +44,6 @@ def main() -> None:
         sys.exit(f"--run {args.run}: needs export/*.tflite and a search that timed 5 or more "
                  "anchors (summary.json measured.anchors); run `srsearch pipeline` first")
     predictor = LatencyModel.load(args.run / "latency" / "lut.json")
-    paths = export_archs(anchors, tuple(predictor.lr_hw), args.run / "bench" / "anchors",
-                         predictor.export_spec)
-    predicted = [float(predictor.predict(a)) for a in anchors]
     device = device_from_target("host", threads=args.threads)
     print(f"machine: {machine()}; {device.fingerprint_id()}; {len(files)} files beside "
           f"{len(anchors)} anchors, {args.sessions} sessions x {args.rounds} rounds x {args.runs} "
@@ -55,17 +52,16 @@ def main() -> None:
     by: dict[str, dict[str, list[float]]] = {f.stem: {"read": [], "session": [], "round": []}
                                              for f in files}
     for k in range(args.sessions):
-        results = device.benchmark_rounds([*files, *paths], rounds=args.rounds, runs=args.runs)
-        own, beside = results[:len(files)], results[len(files):]
-        speed = session_drift(predicted, [r.median_ms for r in beside])
-        speeds = [session_drift(predicted, [a.extra["round_ms"][k] for a in beside])
-                  for k in range(len(beside[0].extra["round_ms"]))]
-        per_round = [statistics.median(x / v for x, v in zip(r.extra["round_ms"], speeds,
-                                                              strict=True)) for r in own]
+        own, timed = time_beside_anchors(files, device, anchors, predictor,
+                                         tuple(predictor.lr_hw), args.run / "bench" / "anchors",
+                                         predictor.export_spec, runs=args.runs,
+                                         rounds=args.rounds)
+        speed = timed["speed"]
         print(f"session {k}: speed {speed:.3f}x, by round "
-              f"{', '.join(f'{v:.3f}' for v in speeds)}", flush=True)
-        for f, r, ms in zip(files, own, per_round, strict=True):
+              f"{', '.join(f'{v:.3f}' for v in timed['round_speeds'])}", flush=True)
+        for f, r in zip(files, own, strict=True):
             row = by[f.stem]
+            ms = at_table_speed(r, timed)
             row["read"].append(r.median_ms)
             row["session"].append(r.median_ms / speed)
             row["round"].append(ms)

@@ -89,7 +89,8 @@ def test_compare_trains_measures_and_writes_one_table(run_dir, capsys):
     assert rows["ecbsr-m4c8"]["macs"] == 256 * (3 * 8 * 9 + 4 * 8 * 8 * 9 + 8 * 12 * 9 + 3 * 12)
     assert rows["bicubic"]["latency_ms"] is None and rows["bicubic"]["params"] == 0
     # the search timed no anchors (no device): every row as read, and compare.md says so
-    assert result["timing"] == {"speed": 1.0, "anchors": [], "anchors_ms": []}
+    assert result["timing"] == {"speed": 1.0, "round_speeds": [], "anchors": [],
+                                "anchors_ms": []}
     assert rows["espcn"]["latency_read_ms"] == rows["espcn"]["latency_ms"]
     table = (out / "compare.md").read_text()
     assert "in one interleaved session, as read (no anchors" in table

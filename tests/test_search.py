@@ -32,6 +32,7 @@ from srsearch.search import (
 from srsearch.search._optuna import load_study
 from srsearch.search.predictor import PredictorDefaults
 from srsearch.search.pruning import importance, pruned_widths
+from srsearch.search.run import ANCHOR_ROUNDS
 from srsearch.search.stage2 import RegularizedEvolution, arch_params, mutate
 from supernet.network import SuperNet
 from supernet.space import ArchConfig, CellConfig, SearchSpace, macs
@@ -577,8 +578,8 @@ def test_latency_check_searches_again_with_the_measured_ratio(supernet, image_di
     # resumed: every round is on file, nothing is measured again but the final model
     device2 = SpeedDevice(0.8)
     again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
-    # 3 rounds of the final model and its anchors
-    assert again["arch"] == s["arch"] and len(device2.timed) == 3 * (1 + len(
+    # ANCHOR_ROUNDS rounds of the final model and its anchors
+    assert again["arch"] == s["arch"] and len(device2.timed) == ANCHOR_ROUNDS * (1 + len(
         s["measured"]["anchors"]))
 
 
@@ -614,9 +615,9 @@ def test_latency_check_in_window_measures_once_and_keeps_the_choice(supernet, im
     check = json.loads((out / CHECK_FILE).read_text())
     assert [r["in_window"] for r in check["rounds"]] == [True] == [s["latency_check"]["in_window"]]
     assert chosen_dir(out) == out and not (out / "cal1").exists()
-    # the check, then the fine-tuned model, each beside its anchors; 3 rounds each
+    # the check, then the fine-tuned model, each beside its anchors; ANCHOR_ROUNDS rounds each
     n_files = 2 + len(check["rounds"][0]["anchors"]) + len(s["measured"]["anchors"])
-    assert len(device.timed) == 3 * n_files
+    assert len(device.timed) == ANCHOR_ROUNDS * n_files
 
 
 def test_latency_check_that_cannot_reach_the_window_says_so(supernet, image_dir, tmp_path,
@@ -671,8 +672,29 @@ def test_latency_check_divides_out_the_session_speed(supernet, image_dir, tmp_pa
     assert r0["judged_ms"] == pytest.approx(r0["predicted_ms"]) and r0["in_window"]  # ... kept
     assert s["measured"]["speed"] == pytest.approx(0.8)
     assert s["measured_table_speed_ms"] == pytest.approx(s["predicted_latency_ms"])
-    assert "at the table's speed (the target ran 0.800x its table" in capsys.readouterr().out
+    assert ("at the table's speed (the target ran 0.800x (rounds 0.800-0.800x) its table"
+            in capsys.readouterr().out)
 
+
+def test_latency_check_reads_the_net_round_by_round(supernet, image_dir, tmp_path, arch_files):
+    """The host ran 0.8x its table for three rounds and 1.2x for four, and the checked file
+    read fast twice in the slow stretch. At the session's speed (1.2x, the anchors' median)
+    its median round (0.8x the table) looks 0.67x its prediction, under the window, and a
+    correction round would chase it; round by round it reads its prediction and is kept."""
+    from srsearch.search.run import ANCHOR_ROUNDS, CHECK_FILE
+
+    assert ANCHOR_ROUNDS == 7
+    out = tmp_path / "run"
+    cfg = quick_config(image_dir, trials=12, measured_floor=0.85)
+    device = RoundSpeedDevice([0.8, 0.8, 0.8, 1.2, 1.2, 1.2, 1.2], odd="check.tflite",
+                              odd_rounds=[3, 4], odd_factor=0.6)
+    run_search(supernet, FakePredictor(), cfg, out, device=device)
+    (r0,) = json.loads((out / CHECK_FILE).read_text())["rounds"]
+    assert r0["speed"] == pytest.approx(1.2)
+    assert r0["round_speeds"] == pytest.approx([0.8, 0.8, 0.8, 1.2, 1.2, 1.2, 1.2])
+    assert r0["measured_ms"] / r0["speed"] == pytest.approx(2 / 3 * r0["predicted_ms"])
+    assert r0["judged_ms"] == r0["table_speed_ms"] == pytest.approx(r0["predicted_ms"])
+    assert r0["in_window"]
 
 def test_latency_check_corrects_a_net_the_table_prices_wrong(supernet, image_dir, tmp_path,
                                                              arch_files):
@@ -729,7 +751,7 @@ def test_no_latency_check_without_a_device_or_with_zero_rounds(supernet, image_d
                    device=device)
     # only the final model (and its anchors)
     assert s["latency_check"] is None
-    assert len(device.timed) == 3 * (1 + len(s["measured"]["anchors"]))
+    assert len(device.timed) == ANCHOR_ROUNDS * (1 + len(s["measured"]["anchors"]))
 
 
 def test_latency_check_settings_are_checked():
@@ -792,12 +814,13 @@ def test_pipeline_bench_judges_every_file_at_the_tables_speed(tmp_path, arch_fil
 
     bench = pipeline_stages._bench(PipelineConfig(), run)
     assert bench["speed"] == pytest.approx(1.3) and len(bench["anchors"]) == 6
-    assert len(device.timed) == 3 * 8  # the two files and six anchors, three rounds each
+    # the two files and six anchors, ANCHOR_ROUNDS rounds each
+    assert len(device.timed) == ANCHOR_ROUNDS * 8
     for name, arch in (("searched", searched), ("ecbsr-m4c8", baseline)):
         row = bench["models"][name]
         assert row["median_ms"] == pytest.approx(1.3 * FakePredictor().predict(arch))
         assert row["table_speed_ms"] == pytest.approx(FakePredictor().predict(arch))
-    assert "the target ran 1.300x its latency table" in bench_line(bench)
+    assert "the target ran 1.300x (rounds 1.300-1.300x) its latency table" in bench_line(bench)
     # a search that timed no anchors (no device in the search): as read, and said so
     summary.write_text(json.dumps({"measured": None}))
     bench = pipeline_stages._bench(PipelineConfig(), run)
@@ -824,6 +847,70 @@ def test_measure_archs_beside_anchors_reads_the_tables_speed(tmp_path, arch_file
     assert timing["speed"] == pytest.approx(1.3) and len(timing["anchors_ms"]) == 6
     raw = measure_archs(archs[:2], SpeedDevice(1.3), (16, 16), tmp_path / "b")
     assert raw == pytest.approx([1.3 * FakePredictor().predict(a) for a in archs[:2]])
+
+
+
+class RoundSpeedDevice(SpeedDevice):
+    """A target whose speed moves from round to round (``speeds``, one per interleaved
+    round, over again in the next timing session), with one file (``odd``, a path name) read
+    ``odd_factor`` x in rounds ``odd_rounds`` of its own: single fast or slow readings, as the
+    2-core host gives."""
+
+    def __init__(self, speeds, odd="", odd_rounds=(), odd_factor=1.0) -> None:
+        super().__init__(1.0)
+        self.speeds, self.odd, self.odd_rounds = speeds, odd, set(odd_rounds)
+        self.odd_factor, self.round = odd_factor, -1
+
+    def benchmark(self, paths, runs=20, warmup=3, on_result=None):
+        from android_bench import BenchResult
+
+        self.round += 1
+        k = self.round % len(self.speeds)
+        out = []
+        for p in paths:
+            arch = ArchConfig.from_json(Path(p).read_text())
+            ms = self.speeds[k] * FakePredictor().predict(arch)
+            if Path(p).name == self.odd and k in self.odd_rounds:
+                ms *= self.odd_factor
+            self.timed.append(ms)
+            out.append(BenchResult.from_samples(Path(p), [ms, ms, ms]))
+        return out
+
+
+def test_a_timing_beside_anchors_is_read_round_by_round(tmp_path, arch_files):
+    """Each round is divided by the anchors' speed in that round, then the median is taken:
+    a file whose median round is a fast one-off reading in a slow round is still read at
+    its table time. Divided by the whole session's speed (the median of each net's medians)
+    it would read 0.93x; with rounds that do not line up (an older record) that is the
+    fallback."""
+    import random
+
+    from srsearch.search.run import at_table_speed, speed_words, time_beside_anchors
+
+    rng = random.Random(1)
+    archs = list({a.to_json(): a for a in (SPACE.sample(rng) for _ in range(40))}.values())
+    net, anchors = archs[0], archs[1:7]
+    path = tmp_path / "net.tflite"
+    path.write_text(net.to_json())
+    device = RoundSpeedDevice([1.0, 1.5, 2.0], odd="net.tflite", odd_rounds=[2], odd_factor=0.7)
+    (result,), timed = time_beside_anchors([path], device, anchors, FakePredictor(), (16, 16),
+                                          tmp_path / "anchors", rounds=3)
+    table_ms = FakePredictor().predict(net)
+    assert result.extra["round_ms"] == pytest.approx([table_ms, 1.5 * table_ms, 1.4 * table_ms])
+    assert timed["round_speeds"] == pytest.approx([1.0, 1.5, 2.0])
+    assert timed["speed"] == pytest.approx(1.5)
+    assert at_table_speed(result, timed) == pytest.approx(table_ms)
+    assert result.median_ms / timed["speed"] == pytest.approx(1.4 / 1.5 * table_ms)
+    assert at_table_speed(result, {**timed, "round_speeds": []}) == pytest.approx(
+        1.4 / 1.5 * table_ms)
+    assert speed_words(timed) == "1.500x (rounds 1.000-2.000x)"
+    # without anchors: the device's own rounds, read as is
+    device = RoundSpeedDevice([1.0, 1.2, 1.1])
+    (result,), timed = time_beside_anchors([path], device, [], FakePredictor(), (16, 16),
+                                          tmp_path / "none")
+    assert device.round == 2 and timed["round_speeds"] == [] and timed["speed"] == 1.0
+    assert at_table_speed(result, timed) == result.median_ms == pytest.approx(1.1 * table_ms)
+    assert speed_words(timed) == "1.000x"
 
 
 def test_report_says_which_images_chose_the_searched_net():
@@ -1217,12 +1304,12 @@ def test_rerank_with_a_device_fine_tunes_only_candidates_measured_in_the_window(
     # the latency check times the choice (no pruning search here): inside, in round 0
     check = json.loads((out / CHECK_FILE).read_text())
     assert check["accepted"] == 0 and check["in_window"]
-    # a resumed run times nothing again but the final model and its anchors (3 rounds)
+    # a resumed run times nothing again but the final model and its anchors (ANCHOR_ROUNDS rounds)
     device2 = PerNetDevice(0.7, every=7)
     (out / "model.pt").unlink()
     (out / "rerank" / "rerank.json").unlink()  # the re-rank redone from its folder
     again = run_search(supernet, FakePredictor(), cfg, out, resume=True, device=device2)
-    assert len(device2.timed) == 3 * (1 + len(again["measured"]["anchors"]))
+    assert len(device2.timed) == ANCHOR_ROUNDS * (1 + len(again["measured"]["anchors"]))
 
 
 def test_latency_check_counts_the_reranks_timing_of_the_same_net(supernet, image_dir,

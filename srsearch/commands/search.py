@@ -124,9 +124,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--check-speed", default="session", choices=("session", "raw"),
-        help="session: time the chosen net beside 6 nets the latency model prices near it and "
-        "judge its time at the speed the table was measured at (their median "
-        "measured/predicted divides it out; a host's speed moves within minutes); raw: as "
+        help="session: time the chosen net beside 6 nets the latency model prices near it, 7 "
+        "interleaved rounds, and judge its time at the speed the table was measured at "
+        "(each round divided by their median measured/predicted in that round, then the "
+        "median over rounds; a host's speed moves within minutes); raw: as "
         "read, for a target persistently faster or slower than its table (default: "
         "%(default)s)",
     )
@@ -235,9 +236,11 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         supernet_path=args.supernet,
     )
+    from srsearch.search.run import speed_words
+
     measured, at_table = s["measured_latency_ms"], s.get("measured_table_speed_ms")
     speed = (f" ({at_table:.2f} ms at the latency table's speed: the target ran "
-             f"{s['measured']['speed']:.3f}x its table beside the nets timed with it)"
+             f"{speed_words(s['measured'])} its table beside the nets timed with it)"
              if at_table is not None and s["measured"].get("speed", 1.0) != 1.0 else "")
     print(
         f"searched {s['candidates_scored']} candidates in {s['search_wall_s']:.0f} s; "

@@ -399,7 +399,7 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
     first = {name: r["runs"][0][1] for name, r in rows.items()}
     files, failed = export_models(first, run.lr_hw, out / "export", cfg0.data,
                                   lambda m: log(f"[compare] {m}"), precision=run.precision)
-    from srsearch.search.run import run_anchors, time_beside_anchors
+    from srsearch.search.run import at_table_speed, run_anchors, speed_words, time_beside_anchors
 
     # beside the search's final anchors when timed on the table's own target: each row is
     # judged at the table's speed, the speed the search met the budget at
@@ -411,10 +411,10 @@ def _compare(run: RunSettings, out: Path, eval_data: Sequence[str], baselines: S
                                           run.lr_hw, out / "export" / "anchors",
                                           run.export_spec, runs=bench_runs)
     read = {name: r.median_ms for name, r in zip(files, results, strict=True)}
-    latency = {name: ms / timing["speed"] for name, ms in read.items()}
+    latency = {name: at_table_speed(r, timing) for name, r in zip(files, results, strict=True)}
     if timing["speed"] != 1.0:
-        log(f"[compare] the target ran {timing['speed']:.3f}x its latency table: each row's "
-            "ms is divided by that")
+        log(f"[compare] the target ran {speed_words(timing)} its latency table: each row's "
+            "ms is read at the table's speed, round by round")
 
     # --- evaluate every seed's model ---
     sets = [

@@ -90,8 +90,10 @@ def _compute_cells(r: Mapping[str, Any]) -> list[str]:
 
 
 def timing_words(result: Mapping[str, Any]) -> str:
-    """How compare.md's latency columns read: divided by the session's speed beside the
-    search's anchors (latency_ms) and as read (latency_read_ms), or as read only."""
+    """How compare.md's latency columns read: at the table's speed, round by round beside the
+    search's anchors (latency_ms), and as read (latency_read_ms), or as read only."""
+    from srsearch.search.run import speed_words
+
     timing = result.get("timing") or {}
     speed, anchors = timing.get("speed", 1.0), timing.get("anchors") or []
     if speed == 1.0:
@@ -99,9 +101,11 @@ def timing_words(result: Mapping[str, Any]) -> str:
                 "target, no latency table, or fewer than 5 anchors in the search run); "
                 "latency_ms and latency_read_ms are the same")
     return (f"all rows in one interleaved session beside {len(anchors)} of the search's nets, "
-            f"whose times say the target ran {speed:.3f}x its latency table: latency_ms is "
-            "each median divided by that, at the speed the search met the budget at, and "
-            "decides which baselines are within the budget; latency_read_ms is as read")
+            f"whose times say the target ran {speed_words(timing)} its latency table: latency_ms "
+            "is each row's time at the speed the search met the budget at (every round's "
+            "median divided by that round's speed, then the median over rounds), and decides "
+            "which baselines are within the budget; latency_read_ms is as read")
+
 
 
 def write_tables(result: Mapping[str, Any], out: Path) -> None:

@@ -81,8 +81,8 @@ class PipelineConfig:
         "outside [measured_floor x budget, budget] (0: no check)")
     measured_floor: float = _doc(0.9, "lower end of that window, x budget")
     check_speed: str = _doc("session", "the latency check judges the chosen net's time "
-                            "divided by the session's speed, read off 6 nets timed beside it "
-                            "(session), or as read (raw)")
+                            "at the table's speed, read round by round off 6 nets timed "
+                            "beside it (session), or as read (raw)")
     latency_runs: int = _doc(10, "benchmark runs per latency-table entry")
     latency_nets: int = _doc(20, "whole nets measured to fit the latency model's net term")
     validate_nets: int = _doc(10, "whole nets measured to validate the latency model (0: skip)")

@@ -178,6 +178,8 @@ def _crops(cfg: PipelineConfig, run_dir: Path, rows: dict[str, Any],
 def bench_line(bench: dict) -> str:
     """How the bench stage's times read: at the latency table's speed (with the anchors the
     session was measured against) or as read."""
+    from srsearch.search.run import speed_words
+
     speed, anchors = bench.get("speed", 1.0), bench.get("anchors") or []
     if not bench:
         return ""
@@ -187,10 +189,12 @@ def bench_line(bench: dict) -> str:
                 "against the latency table).")
     return (f" Every file was timed in one interleaved session beside {len(anchors)} of the "
             "search's nets (its final anchors, whose latency the table predicts); the target "
-            f"ran {speed:.3f}x its latency table in that session, so the latency column is "
-            "each median divided by that speed, what it reads at the speed the search met "
-            "the budget at (as read in brackets: on a host whose speed drifts, those can sit "
-            "on either side of the budget).")
+            f"ran {speed_words(bench)} its latency table in that session, so the latency column "
+            "is each file's time at the speed the search met the budget at (every round's "
+            "median divided by that round's speed, then the median over rounds; as read in "
+            "brackets: on a host whose speed drifts, those can sit on either side of the "
+            "budget).")
+
 
 
 def latency_check_line(check: dict | None) -> str:

@@ -257,11 +257,12 @@ def _log(message: str) -> None:
 def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
     """Every exported file timed in one interleaved session beside the search's final anchors
     (`srsearch.search.run.run_anchors`), so each row's time is read at the latency table's
-    speed too (``table_speed_ms``): on a host whose speed moves by a quarter within minutes,
-    the budget the search met is judged at the table's speed, and a reading as is can look
-    over it (session 14: 38.27 ms for a net that read 29.48 at the table's speed)."""
+    speed too (``table_speed_ms``, round by round: `at_table_speed`): on a host whose speed
+    moves by a quarter within minutes, the budget the search met is judged at the table's
+    speed, and a reading as is can look over it (session 14: 38.27 ms for a net that read
+    29.48 at the table's speed)."""
     from srsearch.latency import LatencyModel
-    from srsearch.search.run import run_anchors, time_beside_anchors
+    from srsearch.search.run import at_table_speed, run_anchors, speed_words, time_beside_anchors
 
     device = _device(cfg)
     files = StageLog.load(run_dir).done["export"]["files"]
@@ -272,10 +273,10 @@ def _bench(cfg: PipelineConfig, run_dir: Path) -> dict[str, Any]:
                                          run_dir / "bench" / "anchors", predictor.export_spec,
                                          runs=cfg.bench_runs)
     speed = timed["speed"]
-    table = {name: {**r.to_dict(), "table_speed_ms": r.median_ms / speed}
+    table = {name: {**r.to_dict(), "table_speed_ms": at_table_speed(r, timed)}
              for name, r in zip(files, results, strict=True)}
-    at = (f" (the target ran {speed:.3f}x its latency table beside {len(anchors)} anchors)"
-          if speed != 1.0 else "")
+    at = (f" (the target ran {speed_words(timed)} its latency table beside {len(anchors)} "
+          "anchors)" if speed != 1.0 else "")
     _log(f"timed on {cfg.target}{at}")
     for name, r in table.items():
         both = (f", {r['table_speed_ms']:.2f} ms at the table's speed" if speed != 1.0 else "")

@@ -49,6 +49,10 @@ from supernet.network import SuperNet
 from supernet.space import ArchConfig, SearchSpace, macs, params
 
 ANCHOR_NETS = 6  # nets timed beside a checked one to read the session's speed (>= 5)
+# interleaved rounds of a timing beside anchors, each read at its own speed (`at_table_speed`):
+# over 6 sessions on the 2-core host a file's time at the table's speed spread 5.6 % (sd / mean)
+# with 7 rounds, 9.0 % with 3 (docs/search.md, sessions 15-16)
+ANCHOR_ROUNDS = 7
 
 
 def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
@@ -61,9 +65,9 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
 
     With ``anchors`` (architectures ``predictor`` prices, `anchor_archs`), they are exported
     beside it (``out/<name's stem>_anchors/``) and timed in the same interleaved
-    ``benchmark_rounds`` call; ``speed`` is the session's median measured / predicted over them
-    (`rerank.session_drift`: 1.0 under 5) and ``table_speed_ms`` the model's time divided by it,
-    what it would read at the speed its table was measured at."""
+    ``benchmark_rounds`` call (`time_beside_anchors`); ``table_speed_ms`` is the model's time
+    read round by round at the anchors' speed (`at_table_speed`), what it would read at the
+    speed its table was measured at."""
     from srsearch.latency.runner import export_tflite
 
     path = export_tflite(model, (1, 3, *lr_hw), out / name, export_options or {})
@@ -72,29 +76,68 @@ def measure_latency(model, device, lr_hw: tuple[int, int], out: Path,
     ms = results[0].median_ms
     return {"median_ms": ms, "device": device.fingerprint_id(),
             "lr_hw": list(lr_hw), "export": dict(export_options or {}),
-            "result": results[0].to_dict(), **timed, "table_speed_ms": ms / timed["speed"]}
+            "result": results[0].to_dict(), **timed,
+            "table_speed_ms": at_table_speed(results[0], timed)}
 
 
 def time_beside_anchors(paths: Sequence[Path], device: Any, anchors: Sequence[ArchConfig],
                         predictor: Any, lr_hw: tuple[int, int], out: Path,
                         export_options: Mapping[str, Any] | None = None,
-                        runs: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+                        runs: int | None = None, rounds: int = ANCHOR_ROUNDS
+                        ) -> tuple[list[Any], dict[str, Any]]:
     """Time the LiteRT files ``paths`` on ``device`` beside ``anchors`` (architectures that
     ``predictor`` prices, exported to ``out/`` with ``export_options``) in one interleaved
-    ``benchmark_rounds`` call: the results of ``paths``, in order, and ``{"speed", "anchors",
-    "anchors_ms"}``, where ``speed`` is the anchors' median measured / predicted
-    (`rerank.session_drift`: 1.0 with fewer than 5), how fast the target ran in this session
-    against its table. A file's median divided by it is what it reads at the table's speed."""
+    ``benchmark_rounds`` call of ``rounds`` rounds (the device's default without anchors): the
+    results of ``paths``, in order, and ``{"speed", "round_speeds", "anchors", "anchors_ms"}``.
+    ``round_speeds`` is, per round, the anchors' median measured / predicted in that round
+    (`rerank.session_drift`: 1.0 with fewer than 5), how fast the target ran then against its
+    table; ``speed`` the same over their whole-session medians. `at_table_speed` reads a
+    file's time at the table's speed from them."""
     from srsearch.search.rerank import session_drift
 
     extra = export_archs(anchors, lr_hw, out, export_options) if anchors else []
-    kw = {"runs": runs} if runs is not None else {}
+    kw: dict[str, Any] = {"runs": runs} if runs is not None else {}
+    if anchors:
+        kw["rounds"] = rounds
     results = device.benchmark_rounds([*paths, *extra], **kw)
-    anchors_ms = [r.median_ms for r in results[len(paths):]]
-    speed = (session_drift([float(predictor.predict(a)) for a in anchors], anchors_ms)
-             if anchors else 1.0)
-    return list(results[:len(paths)]), {"speed": speed, "anchors": [a.to_dict() for a in anchors],
+    beside = results[len(paths):]
+    anchors_ms = [r.median_ms for r in beside]
+    predicted = [float(predictor.predict(a)) for a in anchors]
+    speed = session_drift(predicted, anchors_ms) if anchors else 1.0
+    n = len(beside[0].extra.get("round_ms") or []) if beside else 0
+    round_speeds = ([session_drift(predicted, [r.extra["round_ms"][k] for r in beside])
+                     for k in range(n)]
+                    if n and all(len(r.extra.get("round_ms") or []) == n for r in beside)
+                    else [])
+    return list(results[:len(paths)]), {"speed": speed, "round_speeds": round_speeds,
+                                        "anchors": [a.to_dict() for a in anchors],
                                         "anchors_ms": anchors_ms}
+
+
+def at_table_speed(result: Any, timed: Mapping[str, Any]) -> float:
+    """A `BenchResult` of `time_beside_anchors` read at the latency table's speed: each round's
+    median divided by that round's speed (``timed["round_speeds"]``), then the median over the
+    rounds (the lower middle one for an even count, as ``benchmark_rounds`` takes); its median
+    divided by the session's ``speed`` when the rounds do not line up (a record from before
+    round speeds, or a device that reports no rounds). Per round because single rounds of
+    single files run 30-50 % slow on the 2-core host: at 7 rounds this cut a file's spread
+    over sessions from 8.5 % (session speed) to 5.6 % (docs/search.md, session 15)."""
+    speeds = list(timed.get("round_speeds") or [])
+    rounds = list((getattr(result, "extra", None) or {}).get("round_ms") or [])
+    if not speeds or len(rounds) != len(speeds):
+        return result.median_ms / timed.get("speed", 1.0)
+    ranked = sorted(ms / v for ms, v in zip(rounds, speeds, strict=True))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def speed_words(timed: Mapping[str, Any]) -> str:
+    """How fast the target ran against its table in a timing beside anchors, for a log line:
+    "0.981x" or, with round speeds, "0.981x (rounds 0.952-1.130x)"."""
+    text = f"{timed.get('speed', 1.0):.3f}x"
+    rounds = timed.get("round_speeds") or []
+    if len(rounds) > 1:
+        text += f" (rounds {min(rounds):.3f}-{max(rounds):.3f}x)"
+    return text
 
 
 def run_anchors(run_dir: Path) -> list[ArchConfig]:
@@ -148,14 +191,14 @@ def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, in
     """Export each of ``archs`` (`export_archs`) and time them all in one interleaved
     ``benchmark_rounds`` call on ``device``; their median ms, in order. With ``anchors``
     (`run_anchors`, priced by ``predictor``), timed in the same session (`time_beside_anchors`,
-    exported to ``out/anchors/``): each median divided by the session's speed, and
-    ``timing`` (when given) receives that speed and the anchors' times."""
+    exported to ``out/anchors/``): each read at the table's speed (`at_table_speed`), and
+    ``timing`` (when given) receives the speeds and the anchors' times."""
     paths = export_archs(archs, lr_hw, out, export_options)
     results, timed = time_beside_anchors(paths, device, anchors, predictor, lr_hw,
                                          Path(out) / "anchors", export_options)
     if timing is not None:
         timing.update(timed)
-    return [r.median_ms / timed["speed"] for r in results]
+    return [at_table_speed(r, timed) for r in results]
 
 
 def export_archs(archs: Sequence[ArchConfig], lr_hw: tuple[int, int], out: Path,
@@ -493,20 +536,26 @@ def _latency_check(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfi
             row = {"round": k, "dir": choice.dir.name if k else ".", "calibration": ratio,
                    "arch": arch.to_dict(), "predicted_ms": float(predictor.predict(arch)),
                    "measured_ms": timed["median_ms"], "speed": timed["speed"],
+                   "round_speeds": timed["round_speeds"],
+                   "table_speed_ms": timed["table_speed_ms"],
                    "anchors": timed["anchors"], "anchors_ms": timed["anchors_ms"]}
             rounds[k:] = [row]
             write_json(path, {**state, "rounds": rounds})
-        # a round from before anchors were timed has no speed: judged as read
-        speed = row.get("speed", 1.0) if cfg.check_speed == "session" else 1.0
+        # a round from before anchors were timed has no speed: judged as read; one from before
+        # round speeds (session 16) at its session's speed
+        session = cfg.check_speed == "session"
+        speed = row.get("speed", 1.0) if session else 1.0
+        at_speed = (row.get("table_speed_ms", row["measured_ms"] / speed) if session
+                    else row["measured_ms"])
         # the re-rank's timings of the same net, each at its session's speed, count too (a
         # correction round's re-rank read them against the calibrated model: undone here)
         earlier = ([e / row["calibration"] for e in rerank_timings(choice.dir, arch)]
                    if cfg.check_speed == "session" else [])
         row["earlier_ms"] = earlier
-        row["judged_ms"] = (row["measured_ms"] / speed + sum(earlier)) / (1 + len(earlier))
+        row["judged_ms"] = (at_speed + sum(earlier)) / (1 + len(earlier))
         row["in_window"] = lo <= row["judged_ms"] <= hi
-        at = (f" = {row['measured_ms'] / speed:.2f} ms at the table's speed (the target ran "
-              f"{speed:.3f}x its table beside {len(row.get('anchors', []))} anchors)"
+        at = (f" = {at_speed:.2f} ms at the table's speed (the target ran "
+              f"{speed_words(row)} its table beside {len(row.get('anchors', []))} anchors)"
               if speed != 1.0 else "")
         if earlier:
             at += (f"; {row['judged_ms']:.2f} ms with the re-rank's timing at its session's "

@@ -17,7 +17,8 @@ from srsearch.search.rerank import INITS, POOLS
 from srsearch.search.stage2 import SAMPLERS
 from srsearch.search.stage3 import SAMPLERS as STAGE3_SAMPLERS
 
-# How the latency check judges a timing: divided by the session's speed, or as read.
+# How the latency check judges a timing: at the table's speed (read off the anchors timed beside
+# it, round by round: run.at_table_speed), or as read.
 CHECK_SPEEDS = ("session", "raw")
 
 # Settings that change what a finished step holds; a resumed run must keep them.

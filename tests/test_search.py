@@ -1412,3 +1412,30 @@ def test_the_window_is_judged_at_the_sessions_speed(tmp_path):
     assert [t["in_window"] for t in timed] == [True] * 4 + [False]
     assert timed[0]["session_ms"] == pytest.approx(95.0)
     assert timed[4]["measured_ms"] == 160.0
+
+
+def test_the_window_is_judged_round_by_round_when_measure_gives_rounds(tmp_path):
+    """The re-rank's shortlist is its own reference: each round read at the shortlist's speed
+    in that round. Net 0 read fast once in a slow stretch; at the session's speed (1.4x, the
+    median of the nets' median rounds) it looks 0.9x its prediction, under the window; round
+    by round it reads its prediction. A resume reads the rounds back."""
+    from srsearch.search.rerank import _timed, lower_median, round_speeds
+
+    assert lower_median([3.0, 1.0, 2.0, 4.0]) == 2.0 and lower_median([5.0]) == 5.0
+    assert round_speeds([10] * 5, [[10, 20]] * 4 + [[10]]) == []  # rounds that do not line up
+    shortlist = [{"arch": {"scale": 2, "head_width": w, "cells": [{"block": "conv", "width": w}]},
+                  "latency_ms": 95.0} for w in (8, 12, 16, 20, 24)]
+    speeds = [1.0, 1.0, 1.4, 1.4, 1.4]
+    rounds = [[95.0 * v for v in speeds] for _ in shortlist]
+    rounds[0][2] = rounds[0][3] = 0.6 * 1.4 * 95.0  # two fast readings in the slow rounds
+    calls = []
+    timed, drifts = _timed(shortlist, lambda a, f: calls.append(f) or rounds, (90.0, 100.0),
+                           tmp_path, log=lambda m: None)
+    assert drifts == [pytest.approx(1.4)]
+    assert timed[0]["measured_ms"] == pytest.approx(95.0)  # its median round: a slow-stretch one
+    assert timed[0]["measured_ms"] / drifts[0] < 90.0  # at the session's speed: out
+    assert [t["session_ms"] for t in timed] == pytest.approx([95.0] * 5)
+    assert all(t["in_window"] for t in timed)
+    again, _ = _timed(shortlist, lambda a, f: pytest.fail("timed again"), (90.0, 100.0),
+                      tmp_path, log=lambda m: None)
+    assert again == timed and len(calls) == 1

@@ -23,7 +23,9 @@ afterwards. The timings are kept in ``measured.json``, so a resumed re-rank does
 again.
 
 The window is applied after dividing every timing by the session's speed: the median of
-measured / predicted over the shortlist (``drift``). The re-rank's timing is there to catch the
+measured / predicted over the shortlist (``drift``), and since session 16, when ``measure``
+gives each net's rounds, round by round (`round_speeds`: each round's median over that round's
+speed, then the median over rounds). The re-rank's timing is there to catch the
 table's errors from net to net; the target's speed in this session is the latency check's
 business. On session 10's 2-core host the median moved from 1.09 to 1.26 between two sessions
 ten minutes apart (and the check read 0.82), while within one session nets spread around it
@@ -96,7 +98,9 @@ def trial_arch(trial: dict[str, Any]) -> dict[str, Any]:
     return json.loads(arch) if isinstance(arch, str) else arch
 
 
-Measure = Callable[[Sequence[ArchConfig], Path], list[float]]
+# per architecture its time: a median in ms, or its medians in every interleaved round
+# (then read round by round at the shortlist's own speed, `round_speeds`)
+Measure = Callable[[Sequence[ArchConfig], Path], list[float] | list[list[float]]]
 
 
 def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_cfg: Any,
@@ -110,7 +114,8 @@ def rerank(supernet: SuperNet, trials: Sequence[dict[str, Any]], k: int, train_c
     trial, "rows": [...]}`` (rows in shortlist order,
     each with its trained ``val_psnr``) and writes it to ``out/rerank.json``.
 
-    ``measure(archs, folder) -> ms`` (with ``window = (lo, hi)`` ms) times the ``2 k`` first
+    ``measure(archs, folder) -> ms`` (or per net its ms in every round; with ``window = (lo,
+    hi)`` ms) times the ``2 k`` first
     of the shortlist, and the next ``2 k`` in a second session when fewer than ``k`` measured
     in ``[lo, hi]``, and keeps the ``k`` first inside (module docstring); the result's
     ``"timed"`` lists every timed candidate, ``"drifts"`` each session's speed (``"drift"``:
@@ -167,7 +172,8 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
            want: int | None = None) -> tuple[list[dict[str, Any]], list[float]]:
     """The first ``batch`` of ``shortlist`` (all of it by default), then the next ``batch``
     while fewer than ``want`` are in the window, each with its ``measured_ms``, ``session_ms``
-    (measured / its session's ``drift``, `session_drift`) and ``in_window`` (``session_ms`` in
+    (measured / its session's ``drift``, `session_drift`; read round by round at
+    `round_speeds` when ``measure`` gives rounds) and ``in_window`` (``session_ms`` in
     ``window``); and each session's ``drift``. Each batch is one timing session of ``measure``
     (the target's speed moves between sessions, so each is judged at its own);
     ``out/measured.json`` keeps the sessions' timings for a resume."""
@@ -186,22 +192,32 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
         part = shortlist[start:start + batch]
         archs = [t["arch"] for t in part]
         if n < len(sessions) and sessions[n].get("archs") == archs:
-            ms = sessions[n]["measured_ms"]
+            ms, rounds = sessions[n]["measured_ms"], sessions[n].get("round_ms")
         else:
             log(f"[rerank] timing stage 2's {'next ' if n else ''}{len(archs)} best on the "
                 "device")
-            ms = [float(v) for v in measure([ArchConfig.from_dict(a) for a in archs],
-                                            out / ("timed" if n == 0 else f"timed{n}"))]
-            sessions = sessions[:n] + [{"archs": archs, "measured_ms": ms}]
+            got = measure([ArchConfig.from_dict(a) for a in archs],
+                          out / ("timed" if n == 0 else f"timed{n}"))
+            rounds = ([[float(x) for x in v] for v in got]
+                      if got and not isinstance(got[0], int | float) else None)
+            ms = [lower_median(r) for r in rounds] if rounds else [float(v) for v in got]
+            sessions = sessions[:n] + [{"archs": archs, "measured_ms": ms,
+                                        **({"round_ms": rounds} if rounds else {})}]
             write_json(cache, {"sessions": sessions})
-        drift = session_drift([t.get("latency_ms") for t in part], ms)
+        predicted = [t.get("latency_ms") for t in part]
+        drift = session_drift(predicted, ms)
         drifts.append(drift)
-        timed += [{**t, "measured_ms": m, "session_ms": m / drift,
-                   "in_window": lo <= m / drift <= hi, "session": n}
-                  for t, m in zip(part, ms, strict=True)]
+        speeds = round_speeds(predicted, rounds) if rounds else []
+        at = ([lower_median([x / v for x, v in zip(r, speeds, strict=True)]) for r in rounds]
+              if speeds else [m / drift for m in ms])
+        timed += [{**t, "measured_ms": m, "session_ms": a, "in_window": lo <= a <= hi,
+                   "session": n} for t, m, a in zip(part, ms, at, strict=True)]
         n_in = sum(t["in_window"] for t in timed[start:])
+        by = (f", rounds {min(speeds):.3f}-{max(speeds):.3f}x, each read at its own"
+              if len(speeds) > 1 else "")
         log(f"[rerank] the target ran {drift:.3f}x the latency model in this session (median "
-            f"of {len(ms)}); {n_in} of {len(part)} in [{lo:.2f}, {hi:.2f}] ms at that speed")
+            f"of {len(ms)}{by}); {n_in} of {len(part)} in [{lo:.2f}, {hi:.2f}] ms at that "
+            "speed")
     if not any(t["in_window"] for t in timed):
         log("[rerank] none is in the window, so the re-rank keeps stage 2's order and the "
             "latency check corrects")
@@ -209,6 +225,26 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
 
 
 MIN_DRIFT_NETS = 5  # fewer timed nets: their median is the nets themselves, not the session
+
+
+def lower_median(values: Sequence[float]) -> float:
+    """The middle value (the lower middle one for an even count), as ``benchmark_rounds``
+    takes a net's median round: always one of the readings."""
+    ranked = sorted(values)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def round_speeds(predicted: Sequence[float | None], round_ms: Sequence[Sequence[float]]
+                 ) -> list[float]:
+    """Per interleaved round, `session_drift` over the nets' medians in that round
+    (``round_ms``: per net, its median in every round): how fast the target ran against its
+    latency model in each round. Reading each net's rounds at their own speed and taking the
+    median over them is steadier than one speed for the session: single rounds of single
+    files run 30-50 % slow on the 2-core host (docs/search.md, sessions 15-16)."""
+    n = len(round_ms[0]) if round_ms else 0
+    if not n or any(len(r) != n for r in round_ms):
+        return []
+    return [session_drift(predicted, [r[k] for r in round_ms]) for k in range(n)]
 
 
 def session_drift(predicted: Sequence[float | None], measured: Sequence[float]) -> float:

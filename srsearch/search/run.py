@@ -93,7 +93,7 @@ def time_beside_anchors(paths: Sequence[Path], device: Any, anchors: Sequence[Ar
     (`rerank.session_drift`: 1.0 with fewer than 5), how fast the target ran then against its
     table; ``speed`` the same over their whole-session medians. `at_table_speed` reads a
     file's time at the table's speed from them."""
-    from srsearch.search.rerank import session_drift
+    from srsearch.search.rerank import round_speeds, session_drift
 
     extra = export_archs(anchors, lr_hw, out, export_options) if anchors else []
     kw: dict[str, Any] = {"runs": runs} if runs is not None else {}
@@ -104,12 +104,8 @@ def time_beside_anchors(paths: Sequence[Path], device: Any, anchors: Sequence[Ar
     anchors_ms = [r.median_ms for r in beside]
     predicted = [float(predictor.predict(a)) for a in anchors]
     speed = session_drift(predicted, anchors_ms) if anchors else 1.0
-    n = len(beside[0].extra.get("round_ms") or []) if beside else 0
-    round_speeds = ([session_drift(predicted, [r.extra["round_ms"][k] for r in beside])
-                     for k in range(n)]
-                    if n and all(len(r.extra.get("round_ms") or []) == n for r in beside)
-                    else [])
-    return list(results[:len(paths)]), {"speed": speed, "round_speeds": round_speeds,
+    speeds = round_speeds(predicted, [r.extra.get("round_ms") or [] for r in beside])
+    return list(results[:len(paths)]), {"speed": speed, "round_speeds": speeds,
                                         "anchors": [a.to_dict() for a in anchors],
                                         "anchors_ms": anchors_ms}
 
@@ -126,8 +122,9 @@ def at_table_speed(result: Any, timed: Mapping[str, Any]) -> float:
     rounds = list((getattr(result, "extra", None) or {}).get("round_ms") or [])
     if not speeds or len(rounds) != len(speeds):
         return result.median_ms / timed.get("speed", 1.0)
-    ranked = sorted(ms / v for ms, v in zip(rounds, speeds, strict=True))
-    return ranked[(len(ranked) - 1) // 2]
+    from srsearch.search.rerank import lower_median
+
+    return lower_median([ms / v for ms, v in zip(rounds, speeds, strict=True)])
 
 
 def speed_words(timed: Mapping[str, Any]) -> str:
@@ -199,6 +196,17 @@ def measure_archs(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, in
     if timing is not None:
         timing.update(timed)
     return [at_table_speed(r, timed) for r in results]
+
+
+def time_rounds(archs: Sequence[ArchConfig], device: Any, lr_hw: tuple[int, int], out: Path,
+                export_options: Mapping[str, Any] | None = None,
+                rounds: int = ANCHOR_ROUNDS) -> list[list[float]]:
+    """Export each of ``archs`` (`export_archs`) and time them all in one interleaved
+    ``benchmark_rounds`` call of ``rounds`` rounds on ``device``: per architecture, in order,
+    its median ms in every round (the re-rank reads them at the shortlist's own speed round by
+    round, `rerank.round_speeds`)."""
+    paths = export_archs(archs, lr_hw, out, export_options)
+    return [list(r.extra["round_ms"]) for r in device.benchmark_rounds(paths, rounds=rounds)]
 
 
 def export_archs(archs: Sequence[ArchConfig], lr_hw: tuple[int, int], out: Path,
@@ -279,8 +287,8 @@ def _run_search(supernet: SuperNet, predictor: SearchPredictor, cfg: RunConfig, 
     lr_hw = tuple(predictor.lr_hw or _default_lr_hw(scale))
     measure = None
     if device is not None and cfg.latency_rounds > 0:
-        def measure(archs: Sequence[ArchConfig], folder: Path) -> list[float]:
-            return measure_archs(archs, device, lr_hw, folder, export_options)
+        def measure(archs: Sequence[ArchConfig], folder: Path) -> list[list[float]]:
+            return time_rounds(archs, device, lr_hw, folder, export_options)
     choice = _choose(supernet, predictor, cfg, out, evaluator, progress, measure=measure)
     check = None
     model_path = out / "model.pt"

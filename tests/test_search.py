@@ -781,6 +781,9 @@ def test_report_states_the_latency_check():
         " Latency check: the chosen net measured 22.40 ms on the target, 28.72 ms at the "
         "latency table's speed (the target ran 0.780x its table beside the nets timed with "
         "it), within [27.00, 30.00] ms; kept round 0.")
+    by_round = {**timed, "rounds": [{**timed["rounds"][0], "round_speeds": [0.74, 0.78, 0.81]}]}
+    assert ("(the target ran 0.780x (rounds 0.740-0.810x) its table beside the nets timed "
+            "with it, each round read at its own speed)") in latency_check_line(by_round)
 
 
 def test_pipeline_bench_judges_every_file_at_the_tables_speed(tmp_path, arch_files,

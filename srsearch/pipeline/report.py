@@ -212,9 +212,13 @@ def latency_check_line(check: dict | None) -> str:
     verdict = ("within" if check["in_window"] else "**outside**")
     judged = [r.get("judged_ms", r["measured_ms"]) for r in check["rounds"]]
     if check.get("speed") == "session" and judged != [r["measured_ms"] for r in check["rounds"]]:
-        speeds = ", ".join(f"{r.get('speed', 1.0):.3f}" for r in check["rounds"])
+        from srsearch.search.run import speed_words
+
+        speeds = ", ".join(speed_words(r) for r in check["rounds"])
+        by = (", each round read at its own speed"
+              if any(len(r.get("round_speeds") or []) > 1 for r in check["rounds"]) else "")
         head += (f", {', '.join(f'{j:.2f}' for j in judged)} ms at the latency table's speed "
-                 f"(the target ran {speeds}x its table beside the nets timed with it)")
+                 f"(the target ran {speeds} its table beside the nets timed with it{by})")
     return (f"{head}, {verdict} [{lo:.2f}, {hi:.2f}] ms; kept round {check['accepted']}."
             + (f" ({check['note']})" if check.get("note") else ""))
 

@@ -107,7 +107,6 @@ def timing_words(result: Mapping[str, Any]) -> str:
             "which baselines are within the budget; latency_read_ms is as read")
 
 
-
 def write_tables(result: Mapping[str, Any], out: Path) -> None:
     sets = result["eval_sets"]
     head = ["model", "seeds", "latency_ms", "latency_read_ms", "params", "gmacs", "train_steps",

@@ -241,7 +241,6 @@ def scaled_ecbsr(predictor: Any, space: Any, budget_ms: float,
     return out
 
 
-
 def timed_scaled_ecbsr(predictor: Any, space: Any, budget_ms: float, device: Any,
                        lr_hw: tuple[int, int], out: Path, export_spec: Any,
                        anchors: Sequence[Any], log: Callable[[str], None]

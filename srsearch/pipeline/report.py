@@ -196,7 +196,6 @@ def bench_line(bench: dict) -> str:
             "budget).")
 
 
-
 def latency_check_line(check: dict | None) -> str:
     """The search's latency check in one sentence (empty when it did not run)."""
     if not check or not check.get("rounds"):

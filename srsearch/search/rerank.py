@@ -208,8 +208,8 @@ def _timed(shortlist: list[dict[str, Any]], measure: Measure, window: tuple[floa
         drift = session_drift(predicted, ms)
         drifts.append(drift)
         speeds = round_speeds(predicted, rounds) if rounds else []
-        at = ([lower_median([x / v for x, v in zip(r, speeds, strict=True)]) for r in rounds]
-              if speeds else [m / drift for m in ms])
+        at = ([read_at_speeds(r, speeds) for r in rounds] if speeds
+              else [m / drift for m in ms])
         timed += [{**t, "measured_ms": m, "session_ms": a, "in_window": lo <= a <= hi,
                    "session": n} for t, m, a in zip(part, ms, at, strict=True)]
         n_in = sum(t["in_window"] for t in timed[start:])
@@ -232,6 +232,12 @@ def lower_median(values: Sequence[float]) -> float:
     takes a net's median round: always one of the readings."""
     ranked = sorted(values)
     return ranked[(len(ranked) - 1) // 2]
+
+
+def read_at_speeds(round_ms: Sequence[float], speeds: Sequence[float]) -> float:
+    """One net's medians in every round (``round_ms``), each divided by that round's speed
+    (`round_speeds`), then their `lower_median`: its time at the latency model's speed."""
+    return lower_median([x / v for x, v in zip(round_ms, speeds, strict=True)])
 
 
 def round_speeds(predicted: Sequence[float | None], round_ms: Sequence[Sequence[float]]

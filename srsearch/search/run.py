@@ -122,9 +122,9 @@ def at_table_speed(result: Any, timed: Mapping[str, Any]) -> float:
     rounds = list((getattr(result, "extra", None) or {}).get("round_ms") or [])
     if not speeds or len(rounds) != len(speeds):
         return result.median_ms / timed.get("speed", 1.0)
-    from srsearch.search.rerank import lower_median
+    from srsearch.search.rerank import read_at_speeds
 
-    return lower_median([ms / v for ms, v in zip(rounds, speeds, strict=True)])
+    return read_at_speeds(rounds, speeds)
 
 
 def speed_words(timed: Mapping[str, Any]) -> str:

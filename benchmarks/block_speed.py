@@ -3,10 +3,12 @@ like the latency table's probes and timed in one interleaved session beside the 
 chain (ECBSR-M4C16's twin), at the LR frame of a 1280x720 output.
 
     python benchmarks/block_speed.py [--rounds 5] [--threads 2] [--precision fp32|int8]
+    python benchmarks/block_speed.py --train-steps 2000 --nets 1,6,7,10 \
+        --data runs/data/sun80+runs/data/t91 --val-data runs/eval/t91_val --workers 2
 
 Every net is head conv 3 -> C, its blocks, a tail conv C -> 12 and one pixel shuffle, plus
-ECBSR's skip (the input repeated 4 times, added before the shuffle), with ReLUs; weights are
-random (the time depends on the ops). Block types:
+ECBSR's skip (`srcore.layers.LRSkip`: each input channel repeated 4 times, added before the
+shuffle), with ReLUs; weights are random (the time depends on the ops). Block types:
 
 - ``dense``: 3x3 conv C -> C (the space's conv cell);
 - ``group``: 3x3 conv in G groups, then a 1x1 C -> C (XLSR-style, session 16);
@@ -16,11 +18,18 @@ random (the time depends on the ops). Block types:
 Prints the machine, each net's parameters (about its MACs per LR pixel), its median ms over the
 rounds, and its MACs per ms against the dense chain's: a block buys width only where it runs
 at least as many MACs per ms as a dense conv does.
+
+With ``--train-steps N`` it then trains the nets named by ``--nets`` (indices into NETS) from
+scratch with `srsearch.train.training.train` (batch 16, LR patch 48, ``--lr``, cosine, one torch
+thread per worker; OUT/<index>/seed<k>, resumable) and prints each one's Y-PSNR on ``--val-data``
+(choose on a split you do not report). The nets are registered as the model family
+``block_speed`` in this script only: their model.pt files load here, not in `srsearch`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -31,9 +40,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, run_claimed  # noqa: E402
 
 from android_bench import HostDevice  # noqa: E402
+from srcore.layers import LRSkip  # noqa: E402
 from srsearch.latency.runner import export_tflite  # noqa: E402
 
 H, W = 360, 640
@@ -68,18 +78,18 @@ class _Residual(nn.Module):
 
 
 class Net(nn.Module):
-    """head 3 -> C, ``n`` blocks, tail C -> 3 r^2, ECBSR's repeat skip, pixel shuffle."""
+    """head 3 -> C, ``n`` blocks, tail C -> 3 r^2, ECBSR's nearest skip, pixel shuffle."""
 
     def __init__(self, kind: str, c: int, n: int, arg: int = 1) -> None:
         super().__init__()
         self.head = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
         self.body = nn.Sequential(*[block(kind, c, arg) for _ in range(n)])
         self.tail = nn.Conv2d(c, 3 * SCALE * SCALE, 3, padding=1)
+        self.skip = LRSkip(SCALE)
         self.shuffle = nn.PixelShuffle(SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.tail(self.body(self.head(x))) + torch.cat([x] * (SCALE * SCALE), dim=1)
-        return self.shuffle(y)
+        return self.shuffle(self.tail(self.body(self.head(x))) + self.skip(x))
 
 
 # (label, kind, width, blocks, groups / expansion); the first is the reference
@@ -98,6 +108,68 @@ NETS = [
 ]
 
 
+@dataclasses.dataclass
+class BlockNetConfig:
+    scale: int = SCALE
+    kind: str = "dense"
+    c: int = 16
+    n: int = 4
+    arg: int = 1
+
+
+def register_family() -> None:
+    """Make `Net` trainable by `srsearch.train` (its checkpoints hold a config, not a module)."""
+    from srsearch.models import families
+    from srsearch.models._registry import register
+
+    def build(cfg: BlockNetConfig) -> Net:
+        if cfg.scale != SCALE:
+            raise ValueError(f"block_speed nets are x{SCALE}")
+        net = Net(cfg.kind, cfg.c, cfg.n, cfg.arg)
+        net.config = lambda: {"family": "block_speed", **dataclasses.asdict(cfg)}
+        return net
+
+    if "block_speed" not in families():
+        register("block_speed", BlockNetConfig, build)
+
+
+def _train_one(job: tuple[int, int, dict, str]) -> None:
+    from srsearch.train.training import TrainConfig, train
+
+    index, seed, train_kw, out = job
+    torch.set_num_threads(1)
+    register_family()
+    _, kind, c, n, arg = NETS[index]
+    run = Path(out) / str(index) / f"seed{seed}"
+    if not (run / "model.pt").is_file():
+        cfg = {"family": "block_speed", "scale": SCALE, "kind": kind, "c": c, "n": n, "arg": arg}
+        train(cfg, TrainConfig(**train_kw, seed=seed), run, resume=True)
+
+
+def train_and_score(args: argparse.Namespace) -> None:
+    from srsearch.data.datasets import load_images
+    from srsearch.evaluation.evaluate import evaluate
+    from srsearch.models.modelio import load_model_file
+
+    register_family()
+    indices = [int(i) for i in args.nets.split(",")]
+    train_kw = dict(data=args.data, val_data=args.val_data, max_steps=args.train_steps,
+                    lr=args.lr, batch_size=16, lr_patch=48, val_every=500, scale=SCALE)
+    jobs = [(f"{i}__seed{s}", (i, s, train_kw, str(args.out)))
+            for s in args.seeds for i in indices]
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_claimed(_train_one, jobs, args.out, args.workers, tag="block_speed")
+    val = load_images(args.val_data, SCALE, "all")
+    print(f"trained from scratch {args.train_steps} steps on {args.data}, lr {args.lr}, "
+          f"seeds {args.seeds}; Y-PSNR on {args.val_data}")
+    for i in indices:
+        runs = [args.out / str(i) / f"seed{s}" / "model.pt" for s in args.seeds]
+        psnr = [evaluate(load_model_file(r)[0].eval(), val, SCALE)["mean"]["psnr"]
+                for r in runs if r.is_file()]
+        cells = " ".join(f"{p:.3f}" for p in psnr) or "not trained"
+        print(f"{i:3d} {NETS[i][0]:28s} {cells}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,9 +177,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    ap.add_argument("--train-steps", type=int, default=0, help="train --nets this long (0: no)")
+    ap.add_argument("--nets", default=",".join(str(i) for i in range(len(NETS))))
+    ap.add_argument("--data", default="runs/data/sun80+runs/data/t91")
+    ap.add_argument("--val-data", default="runs/eval/t91_val")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("runs/block_speed"))
+    ap.add_argument("--skip-timing", action="store_true", help="only train and score")
     args = ap.parse_args()
+    bad = [i for i in args.nets.split(",") if not (i.isdigit() and int(i) < len(NETS))]
+    if bad:
+        ap.error(f"--nets {args.nets}: {', '.join(bad)} is not an index into NETS "
+                 f"(0-{len(NETS) - 1}); give a comma list such as 0,4,6")
     warnings.filterwarnings("ignore")
     print(f"machine: {machine()}")
+    if not args.skip_timing:
+        time_nets(args)
+    if args.train_steps:
+        train_and_score(args)
+
+
+def time_nets(args: argparse.Namespace) -> None:
     nets = [(label, Net(kind, c, n, arg).eval()) for label, kind, c, n, arg in NETS]
     with tempfile.TemporaryDirectory() as tmp:
         paths = [export_tflite(m, (1, 3, H, W), Path(tmp) / f"n{i}.tflite",

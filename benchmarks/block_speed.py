@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import tempfile
 import warnings
@@ -45,6 +44,7 @@ from _common import machine, run_claimed  # noqa: E402
 from android_bench import HostDevice  # noqa: E402
 from srcore.layers import LRSkip  # noqa: E402
 from srsearch.latency.runner import export_tflite  # noqa: E402
+from srsearch.search.rerank import lower_median  # noqa: E402
 
 H, W = 360, 640
 SCALE = 2
@@ -108,6 +108,9 @@ NETS = [
 ]
 
 
+FAMILY = "block_speed"  # the model family the nets train as (`register_family`)
+
+
 @dataclasses.dataclass
 class BlockNetConfig:
     scale: int = SCALE
@@ -115,6 +118,11 @@ class BlockNetConfig:
     c: int = 16
     n: int = 4
     arg: int = 1
+
+
+def net_config(cfg: BlockNetConfig) -> dict:
+    """The config dict a trained net's checkpoint holds (`srsearch.models.build_model`)."""
+    return {"family": FAMILY, **dataclasses.asdict(cfg)}
 
 
 def register_family() -> None:
@@ -126,11 +134,11 @@ def register_family() -> None:
         if cfg.scale != SCALE:
             raise ValueError(f"block_speed nets are x{SCALE}")
         net = Net(cfg.kind, cfg.c, cfg.n, cfg.arg)
-        net.config = lambda: {"family": "block_speed", **dataclasses.asdict(cfg)}
+        net.config = lambda: net_config(cfg)
         return net
 
-    if "block_speed" not in families():
-        register("block_speed", BlockNetConfig, build)
+    if FAMILY not in families():
+        register(FAMILY, BlockNetConfig, build)
 
 
 def _train_one(job: tuple[int, int, dict, str]) -> None:
@@ -142,8 +150,8 @@ def _train_one(job: tuple[int, int, dict, str]) -> None:
     _, kind, c, n, arg = NETS[index]
     run = Path(out) / str(index) / f"seed{seed}"
     if not (run / "model.pt").is_file():
-        cfg = {"family": "block_speed", "scale": SCALE, "kind": kind, "c": c, "n": n, "arg": arg}
-        train(cfg, TrainConfig(**train_kw, seed=seed), run, resume=True)
+        train(net_config(BlockNetConfig(SCALE, kind, c, n, arg)),
+              TrainConfig(**train_kw, seed=seed), run, resume=True)
 
 
 def train_and_score(args: argparse.Namespace) -> None:
@@ -211,7 +219,7 @@ def time_nets(args: argparse.Namespace) -> None:
     for (label, m), r in zip(nets, results, strict=True):
         rounds = list(r.extra["round_ms"])
         params = sum(p.numel() for p in m.parameters())
-        rows.append((label, params, statistics.median(rounds), min(rounds), max(rounds)))
+        rows.append((label, params, lower_median(rounds), min(rounds), max(rounds)))
     ref = rows[0][1] / rows[0][2]
     print(f"x{SCALE} nets at LR {W}x{H}, {args.precision}, {args.threads} threads, "
           f"{args.rounds} interleaved rounds of {args.runs} runs; ms = median over rounds")

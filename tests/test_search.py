@@ -681,7 +681,7 @@ def test_latency_check_reads_the_net_round_by_round(supernet, image_dir, tmp_pat
     read fast twice in the slow stretch. At the session's speed (1.2x, the anchors' median)
     its median round (0.8x the table) looks 0.67x its prediction, under the window, and a
     correction round would chase it; round by round it reads its prediction and is kept."""
-    from srsearch.search.run import ANCHOR_ROUNDS, CHECK_FILE
+    from srsearch.search.run import CHECK_FILE
 
     assert ANCHOR_ROUNDS == 7
     out = tmp_path / "run"
@@ -695,6 +695,7 @@ def test_latency_check_reads_the_net_round_by_round(supernet, image_dir, tmp_pat
     assert r0["measured_ms"] / r0["speed"] == pytest.approx(2 / 3 * r0["predicted_ms"])
     assert r0["judged_ms"] == r0["table_speed_ms"] == pytest.approx(r0["predicted_ms"])
     assert r0["in_window"]
+
 
 def test_latency_check_corrects_a_net_the_table_prices_wrong(supernet, image_dir, tmp_path,
                                                              arch_files):
@@ -850,7 +851,6 @@ def test_measure_archs_beside_anchors_reads_the_tables_speed(tmp_path, arch_file
     assert timing["speed"] == pytest.approx(1.3) and len(timing["anchors_ms"]) == 6
     raw = measure_archs(archs[:2], SpeedDevice(1.3), (16, 16), tmp_path / "b")
     assert raw == pytest.approx([1.3 * FakePredictor().predict(a) for a in archs[:2]])
-
 
 
 class RoundSpeedDevice(SpeedDevice):
